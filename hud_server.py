@@ -1,0 +1,953 @@
+"""HUD server: keeps a training run's latest state in memory and streams it to browsers.
+
+A training process posts updates (``/api/batch``, or the original HUD's
+``/api/update_training`` and ``/api/update_vision``); every update is merged
+into one state, serialised once into a bounded event log, and every open
+``/stream`` reads that log at its own offset (Server-Sent Events).
+
+Run it with ``python hud_server.py`` (waitress on 0.0.0.0:8086), or
+``waitress-serve --call hud_server:create_app``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import collections
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable, Mapping
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("hud_server")
+
+#: The run a client belongs to when it does not name one (the original HUD's clients).
+DEFAULT_RUN_ID = "default"
+#: Waitress threads kept free for /health and the POST endpoints beyond the stream cap.
+MIN_SPARE_THREADS = 4
+#: Seconds between checks whether a stream's browser has gone (a closed tab frees its slot within ~3 s).
+DISCONNECT_POLL_INTERVAL = 1.0
+#: Requests waitress reads ahead on a connection; above 0 lets a stream notice a closed browser.
+CHANNEL_REQUEST_LOOKAHEAD = 5
+#: Bytes waitress accepts in a body beyond max_body_bytes, so Flask (not waitress) answers 413 in JSON.
+WAITRESS_BODY_MARGIN = 1024 * 1024
+#: Updates whose JSON is at most this many bytes are not size-accounted per key:
+#: the key cap already bounds them (max_state_keys x this).
+SMALL_UPDATE_BYTES = 4096
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with; the message names the setting."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One server setting: its name, default, type and meaning (with unit)."""
+
+    name: str
+    default: Any
+    type: type
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "HUD_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag that sets it."""
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value: Any) -> Any:
+        """Convert a raw value (string from env/flag, or a Python value) and check its range."""
+        where = f"{self.env} ({self.flag})"
+        try:
+            if self.type is bool:
+                parsed = value if isinstance(value, bool) else _parse_bool(value)
+            elif self.type is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(f"expected a whole number, got {value!r}")
+                parsed = int(value)
+            elif self.type is float:
+                if isinstance(value, bool):
+                    raise ValueError(f"expected a number, got {value!r}")
+                parsed = float(value)
+                if not math.isfinite(parsed):
+                    raise ValueError(f"expected a finite number, got {value!r}")
+            else:
+                parsed = str(value)
+        except (TypeError, ValueError) as exc:
+            kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(self.type, "text")
+            raise ConfigError(f"{where}: expected {kind}, got {value!r}") from exc
+        if self.minimum is not None and parsed < self.minimum:
+            raise ConfigError(f"{where}: must be at least {self.minimum:g}, got {parsed!r}")
+        if self.maximum is not None and parsed > self.maximum:
+            raise ConfigError(f"{where}: must be at most {self.maximum:g}, got {parsed!r}")
+        return parsed
+
+
+MiB = 1024 * 1024
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "0.0.0.0", str, "address to listen on"),
+    Setting("port", 8086, int, "TCP port to listen on (0 picks a free one)", 0, 65535),
+    Setting("threads", 40, int, "waitress worker threads; one per open stream, "
+            f"so at least max_streams + {MIN_SPARE_THREADS}", 1, 4096),
+    Setting("max_streams", 32, int, "open /stream connections; past it 503 with Retry-After", 1, 4000),
+    Setting("session_timeout", 300.0, float, "seconds of silence after which another run may take over", 0),
+    Setting("heartbeat_interval", 15.0, float, "seconds between SSE comment heartbeats", 0.05, 3600),
+    Setting("stream_retry", 2000, int, "milliseconds a browser waits before reconnecting (SSE retry:)", 0),
+    Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
+    Setting("event_log_bytes", 32 * MiB, int, "bytes the event log may hold", 64 * 1024),
+    Setting("max_body_bytes", 8 * MiB, int, "largest request body in bytes; over it 413", 1024),
+    Setting("max_frame_bytes", 4 * MiB, int, "largest decoded frame image in bytes; over it 413", 1024),
+    Setting("max_batch", 1000, int, "training updates in one /api/batch request", 1),
+    Setting("max_state_keys", 1024, int, "top-level keys the merged state may hold", 1),
+    Setting("max_state_bytes", 32 * MiB, int, "bytes of large values the merged state may hold", 64 * 1024),
+    Setting("stale_after", 30.0, float, "seconds without an update before the dashboard says so", 1),
+    Setting("title", "Zelda RL-LLM HUD", str, "page title"),
+    Setting("game_name", "The Legend of Zelda: Oracle of Seasons", str, "game shown under the title"),
+    Setting("log_level", "INFO", str, "logging level (DEBUG, INFO, WARNING, ERROR)"),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the settings: defaults, then HUD_* environment variables, then ``overrides``.
+
+    Unknown override keys and bad values raise :class:`ConfigError` naming the setting.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.name, environ.get(setting.env, setting.default))
+        values[setting.name] = setting.parse(raw)
+    _check_together(values)
+    return values
+
+
+def _check_together(values: dict[str, Any]) -> None:
+    """Check the rules that tie settings to each other."""
+    if values["threads"] < values["max_streams"] + MIN_SPARE_THREADS:
+        raise ConfigError(
+            f"HUD_THREADS (--threads) must be at least HUD_MAX_STREAMS + {MIN_SPARE_THREADS} "
+            f"= {values['max_streams'] + MIN_SPARE_THREADS} so /health and posts always have a "
+            f"thread; got {values['threads']}")
+    if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"HUD_LOG_LEVEL (--log-level): unknown level {values['log_level']!r}")
+    # A frame travels base64-encoded (4/3 larger): the log must hold at least two of them.
+    if values["event_log_bytes"] < 3 * values["max_frame_bytes"]:
+        raise ConfigError(
+            "HUD_EVENT_LOG_BYTES (--event-log-bytes) must be at least 3 x HUD_MAX_FRAME_BYTES "
+            f"({3 * values['max_frame_bytes']}) so the log holds more than one frame; "
+            f"got {values['event_log_bytes']}")
+    if values["max_body_bytes"] < values["max_frame_bytes"]:
+        raise ConfigError("HUD_MAX_BODY_BYTES (--max-body-bytes) must be at least HUD_MAX_FRAME_BYTES")
+
+
+# --------------------------------------------------------------------------- errors and JSON
+
+
+class APIError(Exception):
+    """A request the server refuses; becomes one JSON error of the standard shape."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None,
+                   **extra: Any) -> Response:
+    """The one JSON error shape every endpoint uses."""
+    body = {"status": "error", "error": code, "message": message}
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def sanitize(value: Any) -> Any:
+    """Return ``value`` with every NaN and infinity replaced by None (the browser can parse it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: sanitize(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [sanitize(item) for item in value]
+    return value
+
+
+def strict_dumps(value: Any) -> tuple[Any, str]:
+    """Serialise to strict JSON, replacing non-finite floats by null; returns (clean value, text)."""
+    try:
+        return value, json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        clean = sanitize(value)
+        return clean, json.dumps(clean, allow_nan=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- validation
+
+_NUMBER = "number"
+_STRING = "string"
+_OBJECT = "object"
+_ID = "string or number"
+_COUNT = "number or array"
+_FLAG = "boolean or number"
+
+#: Types of the fields the dashboard knows; null is always allowed (NaN arrives as null).
+KNOWN_FIELDS: dict[str, str] = {
+    "epoch": _NUMBER, "episode": _NUMBER, "episode_id": _ID, "global_step": _NUMBER,
+    "episode_reward": _NUMBER, "episode_length": _NUMBER, "location": _STRING, "room_id": _ID,
+    "position": _OBJECT, "health": _OBJECT, "entities": _OBJECT, "llm_suggestion": _STRING,
+    "llm_calls": _NUMBER, "llm_success_rate": _NUMBER, "llm_alignment": _NUMBER,
+    "milestones": _OBJECT, "exploration": _OBJECT,
+}
+KNOWN_SUBFIELDS: dict[str, dict[str, str]] = {
+    "position": {"x": _NUMBER, "y": _NUMBER},
+    "health": {"current": _NUMBER, "max": _NUMBER},
+    "entities": {"npcs": _COUNT, "enemies": _COUNT, "items": _COUNT},
+    "milestones": {"maku_tree_entered": _FLAG, "dungeon_entered": _FLAG, "sword_usage": _FLAG},
+    "exploration": {"rooms_discovered": _COUNT, "grid_areas": _COUNT, "buildings_entered": _COUNT},
+}
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    if value is None:
+        return True
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return is_number
+    if kind == _STRING:
+        return isinstance(value, str)
+    if kind == _OBJECT:
+        return isinstance(value, dict)
+    if kind == _ID:
+        return is_number or isinstance(value, str)
+    if kind == _COUNT:
+        return is_number or isinstance(value, list)
+    if kind == _FLAG:
+        return is_number or isinstance(value, bool)
+    raise AssertionError(kind)
+
+
+def check_update(data: Any, where: str) -> None:
+    """Refuse an update that is not an object or whose known fields have the wrong type."""
+    if not isinstance(data, dict):
+        raise APIError(400, "invalid_update", f"{where} must be a JSON object, got {_json_type(data)}")
+    for key, kind in KNOWN_FIELDS.items():
+        if key in data and not _is_type(data[key], kind):
+            raise APIError(400, "invalid_field",
+                           f"{where}.{key} must be a {kind} or null, got {_json_type(data[key])}")
+    for key, fields in KNOWN_SUBFIELDS.items():
+        sub = data.get(key)
+        if isinstance(sub, dict):
+            for name, kind in fields.items():
+                if name in sub and not _is_type(sub[name], kind):
+                    raise APIError(400, "invalid_field",
+                                   f"{where}.{key}.{name} must be a {kind} or null, "
+                                   f"got {_json_type(sub[name])}")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+@dataclasses.dataclass
+class Frame:
+    """The latest screenshot: its base64 text, type, and when it came."""
+
+    image_base64: str
+    mime: str
+    size: int
+    response_time: float | None
+    ts: float
+
+
+def decode_frame(image: Any, response_time: Any, max_bytes: int, where: str) -> Frame:
+    """Check a posted image (base64 JPEG or PNG, optional data: URL prefix) and return a Frame."""
+    if not isinstance(image, str) or not image:
+        raise APIError(400, "invalid_image", f"{where}image_base64 must be a non-empty base64 string")
+    if image.startswith("data:"):
+        head, _, image = image.partition(",")
+        if not head.endswith(";base64"):
+            raise APIError(400, "invalid_image", f"{where}image_base64 data: URL must be base64")
+    image = image.strip()
+    if len(image) * 3 // 4 > max_bytes + 3:
+        raise APIError(413, "frame_too_large",
+                       f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
+    try:
+        raw = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "invalid_image", f"{where}image_base64 is not valid base64") from None
+    if len(raw) > max_bytes:
+        raise APIError(413, "frame_too_large",
+                       f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
+    mime = next((kind for magic, kind in _IMAGE_MAGIC if raw.startswith(magic)), None)
+    if mime is None:
+        raise APIError(400, "invalid_image", f"{where}image_base64 is not a JPEG or PNG image")
+    if response_time is not None and (isinstance(response_time, bool)
+                                      or not isinstance(response_time, (int, float))):
+        raise APIError(400, "invalid_field", f"{where}response_time must be a number or null")
+    if isinstance(response_time, float) and not math.isfinite(response_time):
+        response_time = None
+    return Frame(image, mime, len(raw), response_time, time.time())
+
+
+# --------------------------------------------------------------------------- event log
+
+
+class EventLog:
+    """A bounded ring of serialised SSE events; each reader keeps its own offset (a sequence number)."""
+
+    def __init__(self, boot_id: str, max_events: int, max_bytes: int):
+        self.boot_id = boot_id
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._events: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._bytes = 0
+        self._last_seq = 0
+        self.dropped = 0
+        self.changed = threading.Condition(threading.Lock())
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest event (0 before the first)."""
+        return self._last_seq
+
+    def event_id(self, seq: int) -> str:
+        """The SSE id of event ``seq``: boot id and sequence, so a restarted server is noticed."""
+        return f"{self.boot_id}-{seq}"
+
+    def append(self, name: str, payload: str) -> int:
+        """Add one event, evicting the oldest past the bounds, and wake the readers."""
+        with self.changed:
+            seq = self._last_seq + 1
+            chunk = f"id: {self.boot_id}-{seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+            self._events.append((seq, chunk))
+            self._bytes += len(chunk)
+            self._last_seq = seq
+            while len(self._events) > 1 and (len(self._events) > self.max_events
+                                             or self._bytes > self.max_bytes):
+                _, old = self._events.popleft()
+                self._bytes -= len(old)
+                self.dropped += 1
+            self.changed.notify_all()
+            return seq
+
+    def read_after(self, seq: int) -> tuple[list[bytes], int] | None:
+        """Events after ``seq`` and the new offset; None when some were already evicted."""
+        with self.changed:
+            return self._read_after(seq)
+
+    def _read_after(self, seq: int) -> tuple[list[bytes], int] | None:
+        if seq >= self._last_seq:
+            return [], seq
+        first = self._events[0][0] if self._events else self._last_seq + 1
+        if seq + 1 < first:
+            return None
+        start = seq + 1 - first
+        return [chunk for _, chunk in itertools.islice(self._events, start, None)], self._last_seq
+
+    def wait_after(self, seq: int, timeout: float) -> tuple[list[bytes], int] | None:
+        """Like :meth:`read_after`, but wait up to ``timeout`` seconds for something new."""
+        with self.changed:
+            if self._last_seq <= seq:
+                self.changed.wait(timeout)
+            return self._read_after(seq)
+
+    def wake_all(self) -> None:
+        """Wake every waiting reader (used at shutdown)."""
+        with self.changed:
+            self.changed.notify_all()
+
+
+# --------------------------------------------------------------------------- state and sessions
+
+
+@dataclasses.dataclass
+class Session:
+    """The run that owns the HUD now."""
+
+    session_id: str
+    run_id: str
+    last_seen: float  # time.monotonic()
+
+
+class HUD:
+    """The server's state: merged training data, latest frame, session, event log."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.started = time.time()
+        self.lock = threading.RLock()
+        self.log = EventLog(self.boot_id, settings["event_log_size"], settings["event_log_bytes"])
+        self.state: dict[str, Any] = {}
+        self._large_values: dict[str, int] = {}  # key -> JSON bytes, for values set by big updates
+        self.frame: Frame | None = None
+        self.session: Session | None = None
+        self.shown_run_id: str | None = None  # whose data the dashboard shows
+        self.start_fresh = False  # set by /api/reset_session: next session clears the dashboard
+        self.updates = 0
+        self.frames = 0
+        self.last_update: float | None = None
+        self._snapshot_cache: tuple[int, str] | None = None
+        self._version = 0  # changes whenever the state does
+        self.open_streams = 0
+        self._streams_lock = threading.Lock()
+
+    # ---- sessions
+
+    def claim(self, run_id: str | None, session_id: str | None) -> Session:
+        """Make the caller's run the owner (joining, adopting or taking over) or raise 409.
+
+        Must be called with ``self.lock`` held.
+        """
+        run_id = run_id or DEFAULT_RUN_ID
+        now = time.monotonic()
+        active = self.session
+        if active is not None and (active.run_id == run_id or (session_id and session_id == active.session_id)):
+            active.last_seen = now
+            return active
+        if active is not None:
+            idle = now - active.last_seen
+            timeout = self.settings["session_timeout"]
+            if idle < timeout:
+                retry_after = max(1, math.ceil(timeout - idle))
+                raise APIError(
+                    409, "session_conflict",
+                    f"run {active.run_id!r} owns the HUD (last heard {idle:.0f} s ago); run {run_id!r} "
+                    f"may take over after {timeout:g} s of silence or POST /api/reset_session",
+                    headers={"Retry-After": str(retry_after)},
+                    owner_run_id=active.run_id, retry_after=retry_after)
+        if self.start_fresh or (self.shown_run_id is not None and self.shown_run_id != run_id):
+            self._clear(run_id)
+        self.start_fresh = False
+        self.shown_run_id = run_id
+        self.session = Session(session_id or uuid.uuid4().hex, run_id, now)
+        log.info("run %r owns the HUD now (session %s)", run_id, self.session.session_id)
+        return self.session
+
+    def reset_session(self) -> None:
+        """Release the HUD: any run may register next, and its data starts a fresh dashboard."""
+        with self.lock:
+            if self.session is not None:
+                log.info("session of run %r reset", self.session.run_id)
+            self.session = None
+            self.start_fresh = True
+
+    def _clear(self, run_id: str) -> None:
+        """Start the dashboard afresh for a new run, telling open streams to clear."""
+        self.state = {}
+        self._large_values = {}
+        self.frame = None
+        self.updates = 0
+        self.frames = 0
+        self.last_update = None
+        self._version += 1
+        meta = {"snapshot": True, "reset": True, "data": {}, "ts": None, "session_id": None,
+                "run_id": run_id, "updates": 0}
+        self.log.append("training_update", json.dumps(meta, separators=(",", ":")))
+        self.log.append("vision_update", json.dumps(
+            {"snapshot": True, "image_base64": None, "mime": None, "response_time": None, "ts": None}))
+
+    # ---- updates
+
+    def apply(self, run_id: str | None, session_id: str | None, updates: list[dict],
+              frame: Frame | None = None) -> Session:
+        """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing."""
+        prepared = []
+        for data in updates:
+            clean, text = strict_dumps(data)
+            prepared.append((clean, text))
+        with self.lock:
+            self._check_limits(prepared)
+            session = self.claim(run_id, session_id)
+            now = time.time()
+            envelope = ('{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"data":%s}')
+            sid = json.dumps(session.session_id)
+            rid = json.dumps(session.run_id)
+            for clean, text in prepared:
+                self.state.update(clean)
+                self._account(clean, text)
+                self.updates += 1
+                self.log.append("training_update", envelope % (now, sid, rid, self.updates, text))
+            if prepared:
+                self.last_update = now
+                self._version += 1
+            if frame is not None:
+                self._set_frame(frame)
+            return session
+
+    def _check_limits(self, prepared: list[tuple[dict, str]]) -> None:
+        """Refuse a batch that would take the state past its key or byte budget."""
+        new_keys = set()
+        for clean, _ in prepared:
+            new_keys.update(key for key in clean if key not in self.state)
+        if len(self.state) + len(new_keys) > self.settings["max_state_keys"]:
+            raise APIError(413, "too_many_keys",
+                           f"the state would hold {len(self.state) + len(new_keys)} top-level keys; "
+                           f"HUD_MAX_STATE_KEYS is {self.settings['max_state_keys']}")
+        large = dict(self._large_values)
+        for clean, text in prepared:
+            self._account(clean, text, large)
+        total = sum(large.values())
+        if total > self.settings["max_state_bytes"]:
+            raise APIError(413, "state_too_large",
+                           f"the state's large values would take {total} bytes; "
+                           f"HUD_MAX_STATE_BYTES is {self.settings['max_state_bytes']}")
+
+    def _account(self, clean: dict, text: str, large: dict[str, int] | None = None) -> None:
+        """Track JSON sizes of values set by big updates (small ones are bounded by the key cap)."""
+        large = self._large_values if large is None else large
+        if len(text) <= SMALL_UPDATE_BYTES:
+            for key in clean:
+                large.pop(key, None)
+        else:
+            for key, value in clean.items():
+                large[key] = len(key) + len(json.dumps(value, allow_nan=False))
+
+    def set_frame(self, run_id: str | None, session_id: str | None, frame: Frame) -> Session:
+        """Make ``frame`` the latest and publish it."""
+        with self.lock:
+            session = self.claim(run_id, session_id)
+            self._set_frame(frame)
+            return session
+
+    def _set_frame(self, frame: Frame) -> None:
+        self.frame = frame
+        self.frames += 1
+        self.log.append("vision_update", self._frame_payload(frame, snapshot=False))
+
+    @staticmethod
+    def _frame_payload(frame: Frame, snapshot: bool) -> str:
+        return json.dumps({"snapshot": snapshot, "image_base64": frame.image_base64, "mime": frame.mime,
+                           "response_time": frame.response_time, "ts": frame.ts},
+                          separators=(",", ":"))
+
+    # ---- reads
+
+    def snapshot_events(self) -> tuple[bytes, int]:
+        """The present as SSE events (whole state, then latest frame) and the log offset it matches."""
+        with self.lock:
+            seq = self.log.last_seq
+            if self._snapshot_cache is None or self._snapshot_cache[0] != self._version:
+                session = self.session
+                body = json.dumps({
+                    "snapshot": True, "reset": False, "data": self.state, "ts": self.last_update,
+                    "session_id": session.session_id if session else None,
+                    "run_id": self.shown_run_id, "updates": self.updates,
+                }, allow_nan=False, separators=(",", ":"))
+                self._snapshot_cache = (self._version, body)
+            event_id = self.log.event_id(seq)
+            out = f"id: {event_id}\nevent: training_update\ndata: {self._snapshot_cache[1]}\n\n"
+            if self.frame is not None:
+                out += (f"id: {event_id}\nevent: vision_update\n"
+                        f"data: {self._frame_payload(self.frame, snapshot=True)}\n\n")
+            return out.encode(), seq
+
+    def describe(self) -> dict[str, Any]:
+        """The current snapshot for GET /api/state."""
+        with self.lock:
+            frame = self.frame
+            return {
+                "session_id": self.session.session_id if self.session else None,
+                "run_id": self.shown_run_id,
+                "boot_id": self.boot_id,
+                "data": self.state,
+                "updates": self.updates,
+                "frames": self.frames,
+                "last_update": self.last_update,
+                "frame": None if frame is None else {
+                    "ts": frame.ts, "response_time": frame.response_time, "mime": frame.mime,
+                    "bytes": frame.size},
+            }
+
+    # ---- stream slots
+
+    def acquire_stream(self) -> bool:
+        """Take one of the max_streams slots; False when all are taken."""
+        with self._streams_lock:
+            if self.open_streams >= self.settings["max_streams"]:
+                return False
+            self.open_streams += 1
+            return True
+
+    def release_stream(self) -> None:
+        """Give a stream slot back."""
+        with self._streams_lock:
+            self.open_streams -= 1
+
+
+# --------------------------------------------------------------------------- SSE stream
+
+
+class EventStream:
+    """One browser's /stream: preamble, then the log from its own offset, with heartbeats.
+
+    A WSGI iterable (not a generator) so that ``close()`` frees the slot even if
+    the server never started iterating it.
+    """
+
+    def __init__(self, hud: HUD, last_event_id: str | None,
+                 client_disconnected: Callable[[], bool] | None):
+        self.hud = hud
+        self.last_event_id = last_event_id
+        self.client_disconnected = client_disconnected or (lambda: False)
+        self.cursor = 0
+        self.started = False
+        self.closed = False
+        self.last_write = time.monotonic()
+
+    def __iter__(self) -> "EventStream":
+        return self
+
+    def _resume_cursor(self) -> int | None:
+        """The offset a Last-Event-ID resumes from, if this server can still serve it."""
+        if not self.last_event_id:
+            return None
+        boot, _, seq_text = self.last_event_id.strip().rpartition("-")
+        if boot != self.hud.boot_id or not seq_text.isdigit():
+            return None
+        seq = int(seq_text)
+        if seq > self.hud.log.last_seq:
+            return None
+        return seq
+
+    def _preamble(self) -> bytes:
+        retry = f"retry: {self.hud.settings['stream_retry']}\n\n".encode()
+        resume = self._resume_cursor()
+        if resume is not None:
+            pending = self.hud.log.read_after(resume)
+            if pending is not None:
+                chunks, self.cursor = pending
+                return retry + b"".join(chunks)
+        snapshot, self.cursor = self.hud.snapshot_events()
+        return retry + snapshot
+
+    def __next__(self) -> bytes:
+        if self.closed:
+            raise StopIteration
+        if not self.started:
+            self.started = True
+            self.last_write = time.monotonic()
+            return self._preamble()
+        heartbeat = self.hud.settings["heartbeat_interval"]
+        while True:
+            if self.closed or self.client_disconnected():
+                self.close()
+                raise StopIteration
+            now = time.monotonic()
+            until_heartbeat = self.last_write + heartbeat - now
+            if until_heartbeat <= 0:
+                self.last_write = now
+                return b": ping\n\n"
+            pending = self.hud.log.wait_after(self.cursor, min(DISCONNECT_POLL_INTERVAL, until_heartbeat))
+            if pending is None:  # fell behind the ring: start again from the present
+                snapshot, self.cursor = self.hud.snapshot_events()
+                self.last_write = time.monotonic()
+                return snapshot
+            chunks, self.cursor = pending
+            if chunks:
+                self.last_write = time.monotonic()
+                return b"".join(chunks)
+
+    def close(self) -> None:
+        """Free this stream's slot (called by the WSGI server when the browser goes)."""
+        if not self.closed:
+            self.closed = True
+            self.hud.release_stream()
+
+
+# --------------------------------------------------------------------------- the app
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _json_body() -> Any:
+    """Parse the request body as JSON (whatever the Content-Type), or raise a 400/413 APIError."""
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _body_object(allow_empty: bool = False) -> dict:
+    body = _json_body()
+    if body is None and allow_empty:
+        return {}
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_body", f"the body must be a JSON object, got {_json_type(body)}")
+    return body
+
+
+def _ids(body: dict) -> tuple[str | None, str | None]:
+    """The run id and session id a post names (each optional)."""
+    run_id = body.get("run_id")
+    session_id = body.get("session_id")
+    if run_id is not None and (not isinstance(run_id, str) or not 0 < len(run_id) <= 200):
+        raise APIError(400, "invalid_field", "run_id must be a string of 1 to 200 characters or null")
+    if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 200):
+        raise APIError(400, "invalid_field", "session_id must be a string of 1 to 200 characters or null")
+    return run_id, session_id
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the HUD app: settings from HUD_* environment variables, overridden by ``config``."""
+    settings = load_settings(config)
+    here = os.path.dirname(os.path.abspath(__file__))
+    app = Flask(__name__, template_folder=os.path.join(here, "templates"),
+                static_folder=os.path.join(here, "static"))
+    app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
+    app.config["HUD_SETTINGS"] = settings
+    app.json.sort_keys = False
+    hud = HUD(settings)
+    app.extensions["hud"] = hud
+
+    @app.errorhandler(APIError)
+    def api_error(exc: APIError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server failed; see its log")
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", title=settings["title"], game_name=settings["game_name"],
+                               stale_after=settings["stale_after"])
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="healthy", boot_id=hud.boot_id,
+                       uptime_s=round(time.time() - hud.started, 3), open_streams=hud.open_streams)
+
+    @app.get("/stream")
+    def stream():
+        if not hud.acquire_stream():
+            retry = max(1, round(settings["stream_retry"] / 1000))
+            return error_response(503, "too_many_streams",
+                                  f"{settings['max_streams']} dashboards are open, the most "
+                                  "HUD_MAX_STREAMS allows; retry later",
+                                  headers={"Retry-After": str(retry)})
+        try:
+            events = EventStream(hud, request.headers.get("Last-Event-ID"),
+                                 request.environ.get("waitress.client_disconnected"))
+            response = Response(events, mimetype="text/event-stream")
+        except BaseException:
+            hud.release_stream()
+            raise
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
+        return response
+
+    @app.post("/api/register_session")
+    def register_session():
+        run_id, session_id = _ids(_body_object(allow_empty=True))
+        with hud.lock:
+            session = hud.claim(run_id, session_id)
+        return jsonify(session_id=session.session_id, status="registered", run_id=session.run_id,
+                       boot_id=hud.boot_id)
+
+    @app.post("/api/update_training")
+    def update_training():
+        body = _body_object()
+        run_id, session_id = _ids(body)
+        if "data" not in body:
+            raise APIError(400, "invalid_body", "the body needs a 'data' object")
+        check_update(body["data"], "data")
+        session = hud.apply(run_id, session_id, [body["data"]])
+        return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
+
+    @app.post("/api/update_vision")
+    def update_vision():
+        body = _body_object()
+        run_id, session_id = _ids(body)
+        frame = decode_frame(body.get("image_base64"), body.get("response_time"),
+                             settings["max_frame_bytes"], "")
+        session = hud.set_frame(run_id, session_id, frame)
+        return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
+
+    @app.post("/api/batch")
+    def batch():
+        body = _body_object()
+        run_id, session_id = _ids(body)
+        updates = body.get("updates", [])
+        if not isinstance(updates, list):
+            raise APIError(400, "invalid_body", f"updates must be an array, got {_json_type(updates)}")
+        if len(updates) > settings["max_batch"]:
+            raise APIError(413, "batch_too_large",
+                           f"{len(updates)} updates in one batch; HUD_MAX_BATCH is {settings['max_batch']}")
+        for index, data in enumerate(updates):
+            check_update(data, f"updates[{index}]")
+        frame = None
+        if body.get("frame") is not None:
+            if not isinstance(body["frame"], dict):
+                raise APIError(400, "invalid_body", "frame must be an object")
+            frame = decode_frame(body["frame"].get("image_base64"), body["frame"].get("response_time"),
+                                 settings["max_frame_bytes"], "frame.")
+        session = hud.apply(run_id, session_id, updates, frame)
+        return jsonify(status="updated", applied=len(updates), session_id=session.session_id,
+                       boot_id=hud.boot_id)
+
+    @app.post("/api/reset_session")
+    def reset_session():
+        _json_body()  # a body is allowed but not needed; malformed JSON is still refused
+        hud.reset_session()
+        return jsonify(status="reset", boot_id=hud.boot_id)
+
+    @app.get("/api/state")
+    def state():
+        body = hud.describe()
+        return Response(json.dumps(body, allow_nan=False, separators=(",", ":")),
+                        mimetype="application/json")
+
+    @app.get("/api/frame")
+    def frame():
+        latest = hud.frame
+        if latest is None:
+            return error_response(404, "no_frame", "no frame has been posted yet")
+        response = Response(base64.b64decode(latest.image_base64), mimetype=latest.mime)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read the command-line flags (one per setting); only the flags given are returned."""
+    parser = argparse.ArgumentParser(
+        prog="hud_server.py", description="Serve the HUD: a live dashboard for RL training.",
+        epilog="Every flag can also be set with its HUD_* environment variable; flags win.")
+    for setting in SETTINGS:
+        parser.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.type.__name__.upper(),
+                            help=f"{setting.help} [{setting.env}, default {setting.default!r}]")
+    namespace = parser.parse_args(list(argv) if argv is not None else None)
+    return {key: value for key, value in vars(namespace).items() if value is not None}
+
+
+def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` with waitress sized from ``settings`` until interrupted."""
+    from waitress.server import create_server
+
+    server = create_server(
+        app,
+        host=settings["host"],
+        port=settings["port"],
+        threads=settings["threads"],
+        channel_request_lookahead=CHANNEL_REQUEST_LOOKAHEAD,
+        max_request_body_size=settings["max_body_bytes"] + WAITRESS_BODY_MARGIN,
+        connection_limit=max(100, settings["threads"] + 2 * settings["max_streams"]),
+        ident="hud",
+    )
+    url = f"http://{server.effective_host}:{server.effective_port}"
+    log.info("HUD serving on %s (threads=%d, max_streams=%d)", url, settings["threads"],
+             settings["max_streams"])
+    if ready is not None:
+        ready(url)
+    try:
+        server.run()
+    finally:
+        server.close()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Entry point of ``python hud_server.py``."""
+    try:
+        settings = load_settings(parse_args(argv))
+    except ConfigError as exc:
+        sys.stderr.write(f"hud_server: {exc}\n")  # logging is not set up yet
+        return 2
+    logging.basicConfig(level=settings["log_level"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    try:
+        serve(app, settings)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Helpers for tests that need a real HUD server: in a thread or in its own process."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 20.0  # seconds a server may take to answer /health
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        threading.Event().wait(interval)  # a poll interval, not a wait for the thing itself
+
+
+@dataclass
+class LiveServer:
+    """A waitress server running the HUD app in a background thread."""
+
+    app: object
+    server: object
+    thread: threading.Thread
+    url: str = ""
+
+    @property
+    def hud(self):
+        """The app's HUD state object."""
+        return self.app.extensions["hud"]
+
+    def stop(self) -> None:
+        """Close the server and wait for its thread."""
+        self.hud.log.wake_all()
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+def start_live_server(config: dict | None = None) -> LiveServer:
+    """Start the HUD app under waitress on a free loopback port (as ``hud_server.serve`` does)."""
+    import hud_server
+    from waitress.server import create_server
+
+    settings = {"host": "127.0.0.1", "port": 0}
+    settings.update(config or {})
+    app = hud_server.create_app(settings)
+    values = app.config["HUD_SETTINGS"]
+    server = create_server(
+        app, host="127.0.0.1", port=0, threads=values["threads"],
+        channel_request_lookahead=hud_server.CHANNEL_REQUEST_LOOKAHEAD,
+        max_request_body_size=values["max_body_bytes"] + hud_server.WAITRESS_BODY_MARGIN,
+        connection_limit=max(100, values["threads"] + 2 * values["max_streams"]),
+    )
+    thread = threading.Thread(target=server.run, name="hud-test-server", daemon=True)
+    thread.start()
+    live = LiveServer(app, server, thread, f"http://127.0.0.1:{server.effective_port}")
+    wait_until(lambda: _healthy(live.url), STARTUP_TIMEOUT, message="the test server")
+    return live
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class ServerProcess:
+    """``python hud_server.py`` in its own process."""
+
+    process: subprocess.Popen
+    port: int
+    url: str
+    output: list = field(default_factory=list)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server and wait for it to exit."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """Kill the server at once (as a crashed pod would die)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def start_server_process(port: int | None = None, env: dict | None = None,
+                         args: list[str] | None = None) -> ServerProcess:
+    """Start ``python hud_server.py`` on ``port`` (a free one by default) and wait until it answers."""
+    port = port or free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HUD_")}
+    full_env.update({"HUD_HOST": "127.0.0.1", "HUD_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    full_env.update(env or {})
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "hud_server.py"), *(args or [])],
+        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    handle = ServerProcess(process, port, f"http://127.0.0.1:{port}")
+    threading.Thread(target=_drain, args=(process, handle.output), daemon=True).start()
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError("hud_server.py exited:\n" + "".join(handle.output))
+        return _healthy(handle.url)
+
+    try:
+        wait_until(ready, STARTUP_TIMEOUT, message="hud_server.py to answer /health")
+    except BaseException:
+        handle.kill()
+        raise
+    return handle
+
+
+def _drain(process: subprocess.Popen, sink: list) -> None:
+    for line in process.stdout:
+        sink.append(line)
+
+
+SSE_FIELD = re.compile(r"^(\w+): ?(.*)$")
+
+
+class SSEReader:
+    """Reads Server-Sent Events from a streaming ``requests`` response, event by event."""
+
+    def __init__(self, url: str, headers: dict | None = None, timeout: float = 10.0):
+        self.response = requests.get(url, stream=True, headers=headers or {}, timeout=timeout)
+        self._lines = self.response.iter_lines(chunk_size=None, decode_unicode=True)
+        self.retry = None
+        self.comments = 0
+
+    def next_event(self) -> dict:
+        """The next event as {id, event, data}; raises on timeout or end of stream."""
+        event: dict = {}
+        data_lines: list[str] = []
+        for line in self._lines:
+            if line == "":
+                if data_lines or event:
+                    if data_lines:
+                        event["data"] = "\n".join(data_lines)
+                    return event
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+                continue
+            match = SSE_FIELD.match(line)
+            if not match:
+                continue
+            name, value = match.groups()
+            if name == "data":
+                data_lines.append(value)
+            elif name == "retry":
+                self.retry = int(value)
+            else:
+                event[name] = value
+        raise EOFError("stream ended")
+
+    def next_named(self) -> dict:
+        """The next event that has a name (skips the bare retry: block)."""
+        while True:
+            event = self.next_event()
+            if "event" in event:
+                return event
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.response.close()
