@@ -1,0 +1,211 @@
+"""/stream against a real waitress server: fan-out, snapshot, resume, caps, /health under load."""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+
+import pytest
+import requests
+
+from helpers import SSEReader, start_server_process, wait_until
+
+PNG_1PX = base64.b64encode(base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")).decode()
+
+
+def strict_json(text: str):
+    """Parse as the browser would: NaN/Infinity are errors."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
+
+
+def post_batch(url, updates, **extra):
+    """Post a batch and check it was applied."""
+    response = requests.post(url + "/api/batch", json={"updates": updates, **extra}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_stream_sends_retry_and_snapshot_first(live_server):
+    """A new stream gets retry:, then the whole merged state and the latest frame."""
+    post_batch(live_server.url, [{"global_step": 1, "a": 1}, {"global_step": 2}],
+               frame={"image_base64": PNG_1PX, "response_time": 0.5})
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        first = reader.next_named()
+        assert reader.retry == 2000
+        assert first["event"] == "training_update"
+        payload = strict_json(first["data"])
+        assert payload["snapshot"] is True
+        assert payload["data"] == {"global_step": 2, "a": 1}
+        vision = reader.next_named()
+        assert vision["event"] == "vision_update"
+        frame = strict_json(vision["data"])
+        assert frame["image_base64"] == PNG_1PX and frame["response_time"] == 0.5
+        assert first["id"] and vision["id"]
+    finally:
+        reader.close()
+
+
+def test_every_reader_receives_every_event_in_order(live_server):
+    """Three open streams each receive all 100 updates, in order (the original gave each only a share)."""
+    readers = [SSEReader(live_server.url + "/stream") for _ in range(3)]
+    try:
+        for reader in readers:
+            assert strict_json(reader.next_named()["data"])["snapshot"] is True
+        for start in range(0, 100, 10):
+            post_batch(live_server.url, [{"global_step": step} for step in range(start, start + 10)])
+        for reader in readers:
+            steps = [strict_json(reader.next_named()["data"])["data"]["global_step"] for _ in range(100)]
+            assert steps == list(range(100))
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def test_nan_never_reaches_the_stream(live_server):
+    """A NaN reward is sent to browsers as null, so JSON.parse cannot fail."""
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        reader.next_named()
+        raw = '{"session_id": null, "data": {"episode_reward": NaN, "x": [Infinity]}}'
+        requests.post(live_server.url + "/api/update_training", data=raw, timeout=10).raise_for_status()
+        payload = strict_json(reader.next_named()["data"])
+        assert payload["data"] == {"episode_reward": None, "x": [None]}
+    finally:
+        reader.close()
+
+
+def test_last_event_id_resumes_without_gaps(live_server):
+    """A reconnect with Last-Event-ID gets exactly the events it missed, no snapshot."""
+    reader = SSEReader(live_server.url + "/stream")
+    reader.next_named()
+    post_batch(live_server.url, [{"global_step": 1}])
+    last = reader.next_named()
+    reader.close()
+    post_batch(live_server.url, [{"global_step": step} for step in (2, 3, 4)])
+    resumed = SSEReader(live_server.url + "/stream", headers={"Last-Event-ID": last["id"]})
+    try:
+        events = [strict_json(resumed.next_named()["data"]) for _ in range(3)]
+        assert [event["data"]["global_step"] for event in events] == [2, 3, 4]
+        assert not any(event["snapshot"] for event in events)
+    finally:
+        resumed.close()
+
+
+@pytest.mark.hud_settings(event_log_size=16)
+def test_resume_past_the_log_gets_a_fresh_snapshot(live_server):
+    """A reconnect whose missed events were evicted from the log gets a snapshot instead."""
+    reader = SSEReader(live_server.url + "/stream")
+    first = reader.next_named()
+    reader.close()
+    post_batch(live_server.url, [{"global_step": step} for step in range(40)])
+    resumed = SSEReader(live_server.url + "/stream", headers={"Last-Event-ID": first["id"]})
+    try:
+        payload = strict_json(resumed.next_named()["data"])
+        assert payload["snapshot"] is True and payload["data"] == {"global_step": 39}
+    finally:
+        resumed.close()
+
+
+def test_last_event_id_from_another_boot_gets_a_snapshot(live_server):
+    """An id from before a server restart is not trusted: the reader gets a snapshot."""
+    post_batch(live_server.url, [{"global_step": 5}])
+    reader = SSEReader(live_server.url + "/stream", headers={"Last-Event-ID": "0123456789ab-3"})
+    try:
+        payload = strict_json(reader.next_named()["data"])
+        assert payload["snapshot"] is True and payload["data"] == {"global_step": 5}
+    finally:
+        reader.close()
+
+
+def test_takeover_tells_open_streams_to_start_afresh(live_server):
+    """When a new run takes over, open dashboards are told to clear state and frame."""
+    post_batch(live_server.url, [{"episode_reward": 3.0}], run_id="exp-1",
+               frame={"image_base64": PNG_1PX})
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        reader.next_named(), reader.next_named()  # snapshot: state and frame
+        requests.post(live_server.url + "/api/reset_session", timeout=10).raise_for_status()
+        post_batch(live_server.url, [{"global_step": 1}], run_id="exp-2")
+        reset = strict_json(reader.next_named()["data"])
+        assert reset["reset"] is True and reset["data"] == {} and reset["run_id"] == "exp-2"
+        cleared = strict_json(reader.next_named()["data"])
+        assert cleared["image_base64"] is None
+        assert strict_json(reader.next_named()["data"])["data"] == {"global_step": 1}
+    finally:
+        reader.close()
+
+
+@pytest.mark.hud_settings(heartbeat_interval=0.2)
+def test_heartbeat_comments_keep_idle_streams_alive(live_server):
+    """An idle stream receives a comment heartbeat at the configured interval."""
+    reader = SSEReader(live_server.url + "/stream", timeout=5)
+    try:
+        reader.next_named()  # the snapshot
+        started = time.monotonic()
+        line = next(line for line in reader._lines if line)  # nothing was posted: only a heartbeat can come
+        assert line.startswith(":")
+        assert 0.1 < time.monotonic() - started < 5
+    finally:
+        reader.close()
+
+
+@pytest.mark.hud_settings(max_streams=3, threads=7)
+def test_streams_past_the_cap_get_503_and_health_stays_fast(live_server):
+    """With every stream slot taken, a new stream gets 503 + Retry-After and /health answers fast."""
+    readers = [SSEReader(live_server.url + "/stream") for _ in range(3)]
+    try:
+        for reader in readers:
+            reader.next_named()
+        refused = requests.get(live_server.url + "/stream", timeout=5)
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"] == "too_many_streams"
+        timings = []
+        for _ in range(20):
+            start = time.perf_counter()
+            assert requests.get(live_server.url + "/health", timeout=5).json()["open_streams"] == 3
+            timings.append(time.perf_counter() - start)
+        # Loose bound: the original HUD did not answer at all here; the 50 ms target is a benchmark's.
+        assert statistics.median(timings) < 1.0
+        post_batch(live_server.url, [{"global_step": 1}])
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+@pytest.mark.hud_settings(max_streams=2, threads=6)
+def test_closed_dashboard_frees_its_slot_within_3_s(live_server):
+    """Closing a stream frees its slot within 3 s, so a new dashboard can connect."""
+    readers = [SSEReader(live_server.url + "/stream") for _ in range(2)]
+    for reader in readers:
+        reader.next_named()
+    assert requests.get(live_server.url + "/stream", timeout=5).status_code == 503
+    readers[0].close()
+    closed_at = time.monotonic()
+    wait_until(lambda: live_server.hud.open_streams == 1, timeout=3.0, message="the slot to be freed")
+    assert time.monotonic() - closed_at < 3.0
+    replacement = SSEReader(live_server.url + "/stream")
+    try:
+        assert strict_json(replacement.next_named()["data"])["snapshot"] is True
+    finally:
+        replacement.close()
+        readers[1].close()
+
+
+def test_python_hud_server_serves_stream_and_posts():
+    """`python hud_server.py` in its own process serves /, /health, /stream and posts."""
+    server = start_server_process()
+    try:
+        assert requests.get(server.url + "/", timeout=5).status_code == 200
+        post_batch(server.url, [{"global_step": 42}])
+        reader = SSEReader(server.url + "/stream")
+        try:
+            assert strict_json(reader.next_named()["data"])["data"] == {"global_step": 42}
+        finally:
+            reader.close()
+    finally:
+        server.stop()
