@@ -124,7 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_interval", 15.0, float, "seconds between SSE comment heartbeats", 0.05, 3600),
     Setting("stream_retry", 2000, int, "milliseconds a browser waits before reconnecting (SSE retry:)", 0),
     Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
-    Setting("event_log_bytes", 32 * MiB, int, "bytes the event log may hold", 64 * 1024),
+    Setting("event_log_bytes", 16 * MiB, int, "bytes the event log may hold", 64 * 1024),
     Setting("max_body_bytes", 8 * MiB, int, "largest request body in bytes; over it 413", 1024),
     Setting("max_frame_bytes", 4 * MiB, int, "largest decoded frame image in bytes; over it 413", 1024),
     Setting("max_batch", 1000, int, "training updates in one /api/batch request", 1),
@@ -359,6 +359,7 @@ class EventLog:
         self._events: collections.deque[tuple[int, bytes]] = collections.deque()
         self._bytes = 0
         self._last_seq = 0
+        self._superseding: dict[str, int] = {}  # event name -> seq of its latest superseding event
         self.dropped = 0
         self.changed = threading.Condition(threading.Lock())
 
@@ -371,11 +372,19 @@ class EventLog:
         """The SSE id of event ``seq``: boot id and sequence, so a restarted server is noticed."""
         return f"{self.boot_id}-{seq}"
 
-    def append(self, name: str, payload: str) -> int:
-        """Add one event, evicting the oldest past the bounds, and wake the readers."""
+    def append(self, name: str, payload: str, supersedes: bool = False) -> int:
+        """Add one event, evicting the oldest past the bounds, and wake the readers.
+
+        With ``supersedes``, the previous event of the same name that did so is emptied
+        in place: only the newest frame matters, so a reader that is behind skips the
+        older ones, and frames cost the log the bytes of one.
+        """
         with self.changed:
             seq = self._last_seq + 1
             chunk = f"id: {self.boot_id}-{seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+            if supersedes:
+                self._empty(self._superseding.get(name))
+                self._superseding[name] = seq
             self._events.append((seq, chunk))
             self._bytes += len(chunk)
             self._last_seq = seq
@@ -386,6 +395,14 @@ class EventLog:
                 self.dropped += 1
             self.changed.notify_all()
             return seq
+
+    def _empty(self, seq: int | None) -> None:
+        """Drop the bytes of event ``seq`` if it is still in the log (its place stays)."""
+        if seq is None or not self._events or seq < self._events[0][0]:
+            return
+        index = seq - self._events[0][0]
+        self._bytes -= len(self._events[index][1])
+        self._events[index] = (seq, b"")
 
     def read_after(self, seq: int) -> tuple[list[bytes], int] | None:
         """Events after ``seq`` and the new offset; None when some were already evicted."""
@@ -399,7 +416,7 @@ class EventLog:
         if seq + 1 < first:
             return None
         start = seq + 1 - first
-        return [chunk for _, chunk in itertools.islice(self._events, start, None)], self._last_seq
+        return [chunk for _, chunk in itertools.islice(self._events, start, None) if chunk], self._last_seq
 
     def wait_after(self, seq: int, timeout: float) -> tuple[list[bytes], int] | None:
         """Like :meth:`read_after`, but wait up to ``timeout`` seconds for something new."""
@@ -502,7 +519,8 @@ class HUD:
                 "run_id": run_id, "updates": 0}
         self.log.append("training_update", json.dumps(meta, separators=(",", ":")))
         self.log.append("vision_update", json.dumps(
-            {"snapshot": True, "image_base64": None, "mime": None, "response_time": None, "ts": None}))
+            {"snapshot": True, "image_base64": None, "mime": None, "response_time": None, "ts": None}),
+            supersedes=True)
 
     # ---- updates
 
@@ -570,7 +588,7 @@ class HUD:
     def _set_frame(self, frame: Frame) -> None:
         self.frame = frame
         self.frames += 1
-        self.log.append("vision_update", self._frame_payload(frame, snapshot=False))
+        self.log.append("vision_update", self._frame_payload(frame, snapshot=False), supersedes=True)
 
     @staticmethod
     def _frame_payload(frame: Frame, snapshot: bool) -> str:
