@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from array import array
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -130,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch", 1000, int, "training updates in one /api/batch request", 1),
     Setting("max_state_keys", 1024, int, "top-level keys the merged state may hold", 1),
     Setting("max_state_bytes", 32 * MiB, int, "bytes of large values the merged state may hold", 64 * 1024),
+    Setting("history_points", 2000, int, "points kept per metric: half spread evenly over the whole run, "
+            "half the most recent", 16, 1_000_000),
+    Setting("history_metrics", 256, int, "metrics whose history is kept; later new ones are not recorded", 1),
     Setting("stale_after", 30.0, float, "seconds without an update before the dashboard says so", 1),
     Setting("title", "Zelda RL-LLM HUD", str, "page title"),
     Setting("game_name", "The Legend of Zelda: Oracle of Seasons", str, "game shown under the title"),
@@ -431,6 +435,142 @@ class EventLog:
             self.changed.notify_all()
 
 
+# --------------------------------------------------------------------------- metric history
+
+
+def numeric_leaves(data: dict, prefix: str = "") -> Iterable[tuple[str, float]]:
+    """Every finite number in ``data`` (nested objects flattened as ``a.b``); booleans and lists are not metrics."""
+    for key, value in data.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) or math.isfinite(value):
+                yield prefix + key, value
+        elif isinstance(value, dict):
+            yield from numeric_leaves(value, prefix + key + ".")
+
+
+class SeriesHistory:
+    """One metric's points within a fixed budget, keeping the shape of the whole run.
+
+    Half the budget is an *overview*: every ``stride``-th point since the start;
+    when it fills up every second point is dropped and the stride doubles, so it
+    always spans the whole run evenly and keeps the very first point. The other
+    half is a ring of the most recent points at full resolution, so the latest
+    point and the recent detail are never lost. Memory: 24 bytes a point.
+    """
+
+    __slots__ = ("half", "count", "stride", "overview", "recent", "head")
+
+    def __init__(self, budget: int):
+        self.half = max(2, budget // 2)
+        self.count = 0  # points offered so far
+        self.stride = 1
+        self.overview = (array("d"), array("d"), array("d"))  # step, wall time, value
+        self.recent = (array("d"), array("d"), array("d"))
+        self.head = 0  # where the next recent point goes once the ring is full
+
+    def add(self, step: float, wall: float, value: float) -> None:
+        """Record one point."""
+        if self.count % self.stride == 0:
+            steps, walls, values = self.overview
+            steps.append(step)
+            walls.append(wall)
+            values.append(value)
+            if len(steps) >= self.half:
+                for column in self.overview:
+                    column[:] = column[::2]
+                self.stride *= 2
+        steps, walls, values = self.recent
+        if len(steps) < self.half:
+            steps.append(step)
+            walls.append(wall)
+            values.append(value)
+        else:
+            steps[self.head] = step
+            walls[self.head] = wall
+            values[self.head] = value
+            self.head = (self.head + 1) % self.half
+        self.count += 1
+
+    def points(self, since: float | None = None) -> tuple[list, list, list]:
+        """Steps, wall times and values in arrival order (only steps >= ``since`` if given)."""
+        recent_len = len(self.recent[0])
+        first_recent = self.count - recent_len  # arrival index of the oldest recent point
+        # Overview point k arrived as point k * stride; keep those older than the recent ring.
+        older = min(len(self.overview[0]), -(-first_recent // self.stride))
+        columns = []
+        for overview, recent in zip(self.overview, self.recent):
+            ordered = recent[self.head:] + recent[:self.head]
+            columns.append(overview[:older].tolist() + ordered.tolist())
+        steps, walls, values = columns
+        if since is not None:
+            keep = [index for index, step in enumerate(steps) if step >= since]
+            steps = [steps[i] for i in keep]
+            walls = [walls[i] for i in keep]
+            values = [values[i] for i in keep]
+        return steps, walls, values
+
+    def __len__(self) -> int:
+        return len(self.overview[0]) + len(self.recent[0])
+
+
+class MetricHistory:
+    """The history of every numeric field of a run, each metric within its point budget."""
+
+    def __init__(self, budget: int, max_metrics: int):
+        self.budget = budget
+        self.max_metrics = max_metrics
+        self.series: dict[str, SeriesHistory] = {}
+        self.refused: set[str] = set()
+
+    def record(self, data: dict, step: float, wall: float) -> None:
+        """Add a point to every numeric field of ``data`` at ``step``."""
+        series = self.series
+        for name, value in numeric_leaves(data):
+            history = series.get(name)
+            if history is None:
+                if len(series) >= self.max_metrics:
+                    if name not in self.refused and len(self.refused) < self.max_metrics:
+                        self.refused.add(name)
+                        log.warning("metric %r not recorded: HUD_HISTORY_METRICS (%d) reached",
+                                    name, self.max_metrics)
+                    continue
+                history = series[name] = SeriesHistory(self.budget)
+            history.add(step, wall, value)
+
+    def export_json(self, names: Iterable[str] | None = None, since: float | None = None,
+                    times: bool = False) -> str:
+        """The asked-for metrics (all by default) as JSON text: {name: {steps, values[, times]}}.
+
+        Written by hand rather than by json.dumps: a float's repr is most of the
+        cost of a full history, so values go out with 7 significant digits (a
+        float32's precision, more than a chart can show) and whole steps as integers.
+        """
+        chosen = self.series if names is None else {n: self.series[n] for n in names if n in self.series}
+        parts = []
+        for name, history in chosen.items():
+            steps, walls, values = history.points(since)
+            fields = [f'"steps":[{_join_steps(steps)}]', f'"values":[{",".join(map(_SIG7, values))}]']
+            if times:
+                fields.append(f'"times":[{",".join(map(_MILLIS, walls))}]')
+            parts.append(f'{json.dumps(name)}:{{{",".join(fields)}}}')
+        return "{" + ",".join(parts) + "}"
+
+
+_SIG7 = "{:.7g}".format
+_MILLIS = "{:.3f}".format
+
+
+def _join_steps(steps: list[float]) -> str:
+    """Steps as JSON numbers: integers when they are whole (the usual case, and cheaper)."""
+    try:
+        whole = [int(step) for step in steps]
+    except (OverflowError, ValueError):  # never for finite steps, but keep the output valid
+        return ",".join(map(_SIG7, steps))
+    if all(a == b for a, b in zip(whole, steps)):
+        return ",".join(map(str, whole))
+    return ",".join(map(repr, steps))
+
+
 # --------------------------------------------------------------------------- state and sessions
 
 
@@ -461,6 +601,8 @@ class HUD:
         self.updates = 0
         self.frames = 0
         self.last_update: float | None = None
+        self.history = MetricHistory(settings["history_points"], settings["history_metrics"])
+        self.last_step: float | None = None  # the latest global_step the run sent
         self._snapshot_cache: tuple[int, str] | None = None
         self._version = 0  # changes whenever the state does
         self.open_streams = 0
@@ -514,6 +656,8 @@ class HUD:
         self.updates = 0
         self.frames = 0
         self.last_update = None
+        self.history = MetricHistory(self.settings["history_points"], self.settings["history_metrics"])
+        self.last_step = None
         self._version += 1
         meta = {"snapshot": True, "reset": True, "data": {}, "ts": None, "session_id": None,
                 "run_id": run_id, "updates": 0}
@@ -535,20 +679,31 @@ class HUD:
             self._check_limits(prepared)
             session = self.claim(run_id, session_id)
             now = time.time()
-            envelope = ('{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"data":%s}')
+            envelope = ('{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"step":%r,'
+                        '"data":%s}')
             sid = json.dumps(session.session_id)
             rid = json.dumps(session.run_id)
             for clean, text in prepared:
                 self.state.update(clean)
                 self._account(clean, text)
                 self.updates += 1
-                self.log.append("training_update", envelope % (now, sid, rid, self.updates, text))
+                step = self._step_of(clean)
+                self.history.record(clean, step, now)
+                self.log.append("training_update", envelope % (now, sid, rid, self.updates, step, text))
             if prepared:
                 self.last_update = now
                 self._version += 1
             if frame is not None:
                 self._set_frame(frame)
             return session
+
+    def _step_of(self, data: dict) -> float:
+        """The x of an update's points: its global_step, else the run's latest one, else arrival order."""
+        step = data.get("global_step")
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
+            self.last_step = step
+            return step
+        return self.last_step if self.last_step is not None else self.updates
 
     def _check_limits(self, prepared: list[tuple[dict, str]]) -> None:
         """Refuse a batch that would take the state past its key or byte budget."""
@@ -633,6 +788,14 @@ class HUD:
                     "ts": frame.ts, "response_time": frame.response_time, "mime": frame.mime,
                     "bytes": frame.size},
             }
+
+    def history_json(self, names: Iterable[str] | None, since: float | None, times: bool) -> str:
+        """Metric history for GET /api/history as JSON text, with the event id it is current to."""
+        with self.lock:
+            head = json.dumps({"run_id": self.shown_run_id, "boot_id": self.boot_id, "updates": self.updates,
+                               "last_event_id": self.log.event_id(self.log.last_seq),
+                               "budget": self.settings["history_points"]}, separators=(",", ":"))
+            return head[:-1] + ',"metrics":' + self.history.export_json(names, since, times) + "}"
 
     # ---- stream slots
 
@@ -897,6 +1060,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         body = hud.describe()
         return Response(json.dumps(body, allow_nan=False, separators=(",", ":")),
                         mimetype="application/json")
+
+    @app.get("/api/history")
+    def history():
+        names = None
+        if request.args.get("metrics"):
+            names = [name for name in request.args["metrics"].split(",") if name]
+        since = None
+        if request.args.get("since") not in (None, ""):
+            try:
+                since = float(request.args["since"])
+            except ValueError:
+                raise APIError(400, "invalid_query", "since must be a number (a step)") from None
+            if not math.isfinite(since):
+                raise APIError(400, "invalid_query", "since must be a finite number")
+        times = request.args.get("times", "").lower() in ("1", "true", "yes")
+        return Response(hud.history_json(names, since, times), mimetype="application/json")
 
     @app.get("/api/frame")
     def frame():

@@ -1,0 +1,160 @@
+"""Metric history: every numeric field recorded against its step, within a bounded budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import hud_server
+from hud_server import MetricHistory, SeriesHistory
+
+
+def fill(series: SeriesHistory, count: int) -> None:
+    """Offer ``count`` points with step i and value 2i."""
+    for index in range(count):
+        series.add(index, 1000.0 + index, 2.0 * index)
+
+
+@pytest.mark.parametrize("budget,count", [(16, 10), (16, 1000), (100, 12345), (2000, 200_000)])
+def test_budget_respected_first_and_latest_kept_order_kept(budget, count):
+    """However many points arrive, at most the budget are kept, with the first and latest, in order."""
+    series = SeriesHistory(budget)
+    fill(series, count)
+    steps, walls, values = series.points()
+    assert len(steps) <= budget
+    assert steps[0] == 0 and steps[-1] == count - 1
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert values == [2.0 * step for step in steps]
+    assert walls == [1000.0 + step for step in steps]
+
+
+def test_recent_points_kept_at_full_resolution():
+    """The most recent half of the budget is every point, with no gap."""
+    series = SeriesHistory(100)
+    fill(series, 10_000)
+    steps = series.points()[0]
+    assert steps[-50:] == list(range(9950, 10_000))
+
+
+def test_older_part_spans_the_whole_run_evenly():
+    """The reduced older part still covers the whole run at an even stride (the run's shape)."""
+    series = SeriesHistory(100)
+    fill(series, 100_000)
+    older = series.points()[0][:-50]
+    gaps = {b - a for a, b in zip(older, older[1:])}
+    assert len(gaps) == 1  # one stride
+    assert older[-1] > 100_000 - 2 * gaps.pop()  # reaches up to the recent part
+
+
+def test_small_series_is_exact():
+    """Below the budget every point is kept exactly once."""
+    series = SeriesHistory(100)
+    fill(series, 30)
+    assert series.points()[0] == list(range(30))
+
+
+def test_since_filters_by_step():
+    """points(since) returns only points at or after that step."""
+    series = SeriesHistory(100)
+    fill(series, 40)
+    assert series.points(since=35)[0] == [35, 36, 37, 38, 39]
+
+
+def test_values_keep_seven_significant_digits(client):
+    """History values are exact to 7 significant digits, and fractional steps stay fractional."""
+    post_batch(client, [{"global_step": 0.5, "v": 123.456789123}, {"global_step": 1.25, "v": -1e-12}])
+    series = client.get("/api/history").get_json()["metrics"]["v"]
+    assert series["steps"] == [0.5, 1.25]
+    assert series["values"] == [123.4568, -1e-12]
+
+
+def test_nested_numbers_flattened_and_non_numbers_skipped():
+    """Nested numeric fields become a.b metrics; booleans, strings, lists and null are not metrics."""
+    history = MetricHistory(100, 50)
+    history.record({"loss": {"policy": 0.5, "value": 1}, "done": True, "name": "x", "xs": [1, 2],
+                    "r": None, "big": 10**20}, step=3, wall=0.0)
+    assert sorted(history.series) == ["big", "loss.policy", "loss.value"]
+    assert json.loads(history.export_json(["loss.policy"]))["loss.policy"]["values"] == [0.5]
+
+
+def test_metric_count_is_bounded():
+    """No more than HUD_HISTORY_METRICS metrics are recorded."""
+    history = MetricHistory(100, 3)
+    history.record({f"m{i}": i for i in range(10)}, step=0, wall=0.0)
+    assert len(history.series) == 3
+
+
+def post_batch(client, updates, run_id=None):
+    """Post a batch through the test client."""
+    response = client.post("/api/batch", json={"run_id": run_id, "updates": updates})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_api_history_returns_every_metric_against_global_step(client):
+    """GET /api/history returns each numeric field's steps and values in one request."""
+    post_batch(client, [{"global_step": step, "episode_reward": step / 10, "stats": {"len": step * 2}}
+                        for step in range(0, 500, 5)])
+    body = client.get("/api/history?times=1").get_json()
+    assert set(body["metrics"]) == {"global_step", "episode_reward", "stats.len"}
+    reward = body["metrics"]["episode_reward"]
+    assert reward["steps"] == list(range(0, 500, 5))
+    assert reward["values"] == [step / 10 for step in range(0, 500, 5)]
+    assert len(reward["times"]) == 100
+    assert "times" not in client.get("/api/history").get_json()["metrics"]["episode_reward"]
+    assert body["updates"] == 100
+
+
+def test_api_history_chooses_metrics_and_since(client):
+    """?metrics= and ?since= narrow the answer."""
+    post_batch(client, [{"global_step": step, "a": step, "b": -step} for step in range(10)])
+    body = client.get("/api/history?metrics=a,missing&since=7").get_json()
+    assert list(body["metrics"]) == ["a"]
+    assert body["metrics"]["a"]["steps"] == [7, 8, 9]
+
+
+def test_api_history_bad_since_is_400(client):
+    """A non-numeric since is a 400 JSON error."""
+    response = client.get("/api/history?since=yesterday")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_query"
+
+
+def test_updates_without_step_use_latest_step_or_arrival_order(client):
+    """An update with no global_step is recorded at the run's latest step, or arrival order if none."""
+    post_batch(client, [{"x": 1}, {"x": 2}])
+    assert client.get("/api/history").get_json()["metrics"]["x"]["steps"] == [1, 2]
+    post_batch(client, [{"global_step": 100, "y": 1}, {"y": 2}])
+    assert client.get("/api/history").get_json()["metrics"]["y"]["steps"] == [100, 100]
+
+
+def test_non_finite_values_are_not_points(client):
+    """NaN and infinity are stored as null in the state and leave no point in the history."""
+    raw = '{"updates": [{"global_step": 1, "r": 1.0}, {"global_step": 2, "r": NaN}, {"global_step": 3, "r": Infinity}]}'
+    client.post("/api/batch", data=raw, content_type="application/json")
+    text = client.get("/api/history").get_data(as_text=True)
+    body = json.loads(text, parse_constant=lambda c: pytest.fail(c))
+    assert body["metrics"]["r"]["steps"] == [1]
+
+
+def test_takeover_starts_a_new_history():
+    """A new run owning the HUD starts with an empty history."""
+    app = hud_server.create_app({"session_timeout": 0})
+    client = app.test_client()
+    post_batch(client, [{"global_step": 1, "episode_reward": 5}], run_id="exp-1")
+    post_batch(client, [{"global_step": 1, "loss": 0.1}], run_id="exp-2")
+    assert list(client.get("/api/history").get_json()["metrics"]) == ["global_step", "loss"]
+
+
+def test_live_events_carry_the_step_of_their_points(live_server):
+    """Each live training_update says which step its points belong to (the chart's x)."""
+    import requests
+    from helpers import SSEReader
+
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        reader.next_named()
+        requests.post(live_server.url + "/api/batch", json={"updates": [{"global_step": 9, "r": 1}, {"r": 2}]},
+                      timeout=10).raise_for_status()
+        assert [json.loads(reader.next_named()["data"])["step"] for _ in range(2)] == [9, 9]
+    finally:
+        reader.close()
