@@ -158,3 +158,30 @@ def test_live_events_carry_the_step_of_their_points(live_server):
         assert [json.loads(reader.next_named()["data"])["step"] for _ in range(2)] == [9, 9]
     finally:
         reader.close()
+
+
+def test_recent_episodes_and_suggestions_are_listed(client):
+    """/api/history lists ended episodes (updates with episode_reward) and distinct LLM suggestions."""
+    post_batch(client, [
+        {"global_step": 10, "episode": 1, "episode_length": 50, "llm_suggestion": "go north"},
+        {"global_step": 20, "episode_reward": 3.5},
+        {"global_step": 30, "llm_suggestion": "go north"},
+        {"global_step": 40, "llm_suggestion": "<b>open the chest</b>", "episode": 2, "episode_length": 70,
+         "episode_reward": -1.0},
+    ])
+    body = client.get("/api/history").get_json()
+    assert [(e["episode"], e["reward"], e["length"], e["step"]) for e in body["episodes"]] == [
+        (1, 3.5, 50, 20), (2, -1.0, 70, 40)]
+    assert [(s["text"], s["step"]) for s in body["suggestions"]] == [("go north", 10),
+                                                                     ("<b>open the chest</b>", 40)]
+    assert all(isinstance(item["ts"], float) for item in body["episodes"] + body["suggestions"])
+
+
+def test_recent_lists_are_bounded():
+    """At most HUD_RECENT_ITEMS episodes and suggestions are kept."""
+    app = hud_server.create_app({"recent_items": 3})
+    client = app.test_client()
+    post_batch(client, [{"episode_reward": i, "llm_suggestion": f"s{i}"} for i in range(10)])
+    body = client.get("/api/history").get_json()
+    assert [e["reward"] for e in body["episodes"]] == [7, 8, 9]
+    assert [s["text"] for s in body["suggestions"]] == ["s7", "s8", "s9"]
