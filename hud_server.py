@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import uuid
-from array import array
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -223,13 +222,17 @@ def sanitize(value: Any) -> Any:
     return value
 
 
+#: One encoder for every payload (json.dumps with options would build one per call).
+_strict_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
 def strict_dumps(value: Any) -> tuple[Any, str]:
     """Serialise to strict JSON, replacing non-finite floats by null; returns (clean value, text)."""
     try:
-        return value, json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return value, _strict_encode(value)
     except ValueError:
         clean = sanitize(value)
-        return clean, json.dumps(clean, allow_nan=False, separators=(",", ":"))
+        return clean, _strict_encode(clean)
 
 
 # --------------------------------------------------------------------------- validation
@@ -281,12 +284,14 @@ def check_update(data: Any, where: str) -> None:
     """Refuse an update that is not an object or whose known fields have the wrong type."""
     if not isinstance(data, dict):
         raise APIError(400, "invalid_update", f"{where} must be a JSON object, got {_json_type(data)}")
-    for key, kind in KNOWN_FIELDS.items():
-        if key in data and not _is_type(data[key], kind):
+    for key in data.keys() & KNOWN_FIELDS.keys():
+        kind = KNOWN_FIELDS[key]
+        if not _is_type(data[key], kind):
             raise APIError(400, "invalid_field",
                            f"{where}.{key} must be a {kind} or null, got {_json_type(data[key])}")
-    for key, fields in KNOWN_SUBFIELDS.items():
-        sub = data.get(key)
+    for key in data.keys() & KNOWN_SUBFIELDS.keys():
+        fields = KNOWN_SUBFIELDS[key]
+        sub = data[key]
         if isinstance(sub, dict):
             for name, kind in fields.items():
                 if name in sub and not _is_type(sub[name], kind):
@@ -443,14 +448,8 @@ class EventLog:
 # --------------------------------------------------------------------------- metric history
 
 
-def numeric_leaves(data: dict, prefix: str = "") -> Iterable[tuple[str, float]]:
-    """Every finite number in ``data`` (nested objects flattened as ``a.b``); booleans and lists are not metrics."""
-    for key, value in data.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, int) or math.isfinite(value):
-                yield prefix + key, value
-        elif isinstance(value, dict):
-            yield from numeric_leaves(value, prefix + key + ".")
+#: Integers beyond a float's range cannot be charted (nor formatted as one).
+FLOAT_MAX = sys.float_info.max
 
 
 class SeriesHistory:
@@ -460,62 +459,46 @@ class SeriesHistory:
     when it fills up every second point is dropped and the stride doubles, so it
     always spans the whole run evenly and keeps the very first point. The other
     half is a ring of the most recent points at full resolution, so the latest
-    point and the recent detail are never lost. Memory: 24 bytes a point.
+    point and the recent detail are never lost. A point is a (step, wall time,
+    value) tuple whose step and time objects are shared by every metric of its
+    update: about 100 bytes a point.
     """
 
-    __slots__ = ("half", "count", "stride", "overview", "recent", "head")
+    __slots__ = ("half", "count", "stride", "overview", "recent")
 
     def __init__(self, budget: int):
         self.half = max(2, budget // 2)
         self.count = 0  # points offered so far
-        self.stride = 1
-        self.overview = (array("d"), array("d"), array("d"))  # step, wall time, value
-        self.recent = (array("d"), array("d"), array("d"))
-        self.head = 0  # where the next recent point goes once the ring is full
+        self.stride = 1  # a power of two
+        self.overview: list[tuple] = []
+        self.recent: collections.deque[tuple] = collections.deque(maxlen=self.half)
 
-    def add(self, step: float, wall: float, value: float) -> None:
-        """Record one point."""
-        if self.count % self.stride == 0:
-            steps, walls, values = self.overview
-            steps.append(step)
-            walls.append(wall)
-            values.append(value)
-            if len(steps) >= self.half:
-                for column in self.overview:
-                    column[:] = column[::2]
+    def add(self, point: tuple) -> None:
+        """Record one (step, wall time, value) point."""
+        if not self.count & (self.stride - 1):
+            overview = self.overview
+            overview.append(point)
+            if len(overview) >= self.half:
+                del overview[1::2]
                 self.stride *= 2
-        steps, walls, values = self.recent
-        if len(steps) < self.half:
-            steps.append(step)
-            walls.append(wall)
-            values.append(value)
-        else:
-            steps[self.head] = step
-            walls[self.head] = wall
-            values[self.head] = value
-            self.head = (self.head + 1) % self.half
+        self.recent.append(point)
         self.count += 1
 
     def points(self, since: float | None = None) -> tuple[list, list, list]:
         """Steps, wall times and values in arrival order (only steps >= ``since`` if given)."""
-        recent_len = len(self.recent[0])
-        first_recent = self.count - recent_len  # arrival index of the oldest recent point
+        first_recent = self.count - len(self.recent)  # arrival index of the oldest recent point
         # Overview point k arrived as point k * stride; keep those older than the recent ring.
-        older = min(len(self.overview[0]), -(-first_recent // self.stride))
-        columns = []
-        for overview, recent in zip(self.overview, self.recent):
-            ordered = recent[self.head:] + recent[:self.head]
-            columns.append(overview[:older].tolist() + ordered.tolist())
-        steps, walls, values = columns
+        older = min(len(self.overview), -(-first_recent // self.stride))
+        rows = self.overview[:older] + list(self.recent)
         if since is not None:
-            keep = [index for index, step in enumerate(steps) if step >= since]
-            steps = [steps[i] for i in keep]
-            walls = [walls[i] for i in keep]
-            values = [values[i] for i in keep]
+            rows = [row for row in rows if row[0] >= since]
+        if not rows:
+            return [], [], []
+        steps, walls, values = (list(column) for column in zip(*rows))
         return steps, walls, values
 
     def __len__(self) -> int:
-        return len(self.overview[0]) + len(self.recent[0])
+        return len(self.overview) + len(self.recent)
 
 
 class MetricHistory:
@@ -527,20 +510,35 @@ class MetricHistory:
         self.series: dict[str, SeriesHistory] = {}
         self.refused: set[str] = set()
 
-    def record(self, data: dict, step: float, wall: float) -> None:
-        """Add a point to every numeric field of ``data`` at ``step``."""
+    def record(self, data: dict, step: float, wall: float, prefix: str = "") -> None:
+        """Add a point to every number in ``data`` (nested objects as ``a.b``) at ``step``.
+
+        ``data`` is sanitised: its floats are finite. Booleans, text and lists are not metrics.
+        """
         series = self.series
-        for name, value in numeric_leaves(data):
-            history = series.get(name)
-            if history is None:
-                if len(series) >= self.max_metrics:
-                    if name not in self.refused and len(self.refused) < self.max_metrics:
-                        self.refused.add(name)
-                        log.warning("metric %r not recorded: HUD_HISTORY_METRICS (%d) reached",
-                                    name, self.max_metrics)
-                    continue
-                history = series[name] = SeriesHistory(self.budget)
-            history.add(step, wall, value)
+        point_base = (step, wall)
+        for key, value in data.items():
+            kind = type(value)
+            if kind is float or (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX):
+                name = prefix + key if prefix else key
+                history = series.get(name)
+                if history is None:
+                    history = self._start(name)
+                    if history is None:
+                        continue
+                history.add(point_base + (value,))
+            elif kind is dict:
+                self.record(value, step, wall, (prefix + key if prefix else key) + ".")
+
+    def _start(self, name: str) -> SeriesHistory | None:
+        """A new metric's history, or None when HUD_HISTORY_METRICS are already kept."""
+        if len(self.series) >= self.max_metrics:
+            if name not in self.refused and len(self.refused) < self.max_metrics:
+                self.refused.add(name)
+                log.warning("metric %r not recorded: HUD_HISTORY_METRICS (%d) reached", name, self.max_metrics)
+            return None
+        history = self.series[name] = SeriesHistory(self.budget)
+        return history
 
     def export_json(self, names: Iterable[str] | None = None, since: float | None = None,
                     times: bool = False) -> str:
@@ -568,9 +566,9 @@ def _join_values(values: list[float]) -> str:
 
 def _join_steps(steps: list[float]) -> str:
     """Steps as JSON numbers: integers when they are whole (the usual case, and cheaper)."""
-    if all(map(float.is_integer, steps)):
+    if all(step == int(step) for step in steps):
         return (("%d," * len(steps)) % tuple(steps))[:-1]
-    return ",".join(map(repr, steps))
+    return ",".join(map(repr, map(float, steps)))
 
 
 def _join_times(walls: list[float]) -> str:
@@ -730,13 +728,15 @@ class HUD:
 
     def _check_limits(self, prepared: list[tuple[dict, str]]) -> None:
         """Refuse a batch that would take the state past its key or byte budget."""
-        new_keys = set()
+        new_keys: set[str] = set()
         for clean, _ in prepared:
-            new_keys.update(key for key in clean if key not in self.state)
+            new_keys |= clean.keys() - self.state.keys()
         if len(self.state) + len(new_keys) > self.settings["max_state_keys"]:
             raise APIError(413, "too_many_keys",
                            f"the state would hold {len(self.state) + len(new_keys)} top-level keys; "
                            f"HUD_MAX_STATE_KEYS is {self.settings['max_state_keys']}")
+        if all(len(text) <= SMALL_UPDATE_BYTES for _, text in prepared):
+            return  # small updates only ever release large values
         large = dict(self._large_values)
         for clean, text in prepared:
             self._account(clean, text, large)
@@ -750,8 +750,9 @@ class HUD:
         """Track JSON sizes of values set by big updates (small ones are bounded by the key cap)."""
         large = self._large_values if large is None else large
         if len(text) <= SMALL_UPDATE_BYTES:
-            for key in clean:
-                large.pop(key, None)
+            if large:
+                for key in clean:
+                    large.pop(key, None)
         else:
             for key, value in clean.items():
                 large[key] = len(key) + len(json.dumps(value, allow_nan=False))

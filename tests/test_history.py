@@ -13,7 +13,7 @@ from hud_server import MetricHistory, SeriesHistory
 def fill(series: SeriesHistory, count: int) -> None:
     """Offer ``count`` points with step i and value 2i."""
     for index in range(count):
-        series.add(index, 1000.0 + index, 2.0 * index)
+        series.add((index, 1000.0 + index, 2.0 * index))
 
 
 @pytest.mark.parametrize("budget,count", [(16, 10), (16, 1000), (100, 12345), (2000, 200_000)])
@@ -185,3 +185,12 @@ def test_recent_lists_are_bounded():
     body = client.get("/api/history").get_json()
     assert [e["reward"] for e in body["episodes"]] == [7, 8, 9]
     assert [s["text"] for s in body["suggestions"]] == ["s7", "s8", "s9"]
+
+
+def test_integers_beyond_float_range_are_not_points(client):
+    """A huge integer is kept in the state but is no chart point, and /api/history still answers."""
+    client.post("/api/batch", data='{"updates": [{"big": ' + "9" * 400 + ', "ok": 1}]}',
+                content_type="application/json")
+    response = client.get("/api/history")
+    assert response.status_code == 200
+    assert list(response.get_json()["metrics"]) == ["ok"]
