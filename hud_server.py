@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -127,6 +128,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("session_timeout", 300.0, float, "seconds of silence after which another run may take over", 0),
     Setting("heartbeat_interval", 15.0, float, "seconds between SSE comment heartbeats", 0.05, 3600),
     Setting("stream_retry", 2000, int, "milliseconds a browser waits before reconnecting (SSE retry:)", 0),
+    Setting("stream_buffer_bytes", 256 * 1024, int, "bytes waitress buffers per connection before a write "
+            "waits for the browser (and before it starts a new buffer: sent bytes are kept until then)",
+            16 * 1024),
     Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
     Setting("event_log_bytes", 16 * MiB, int, "bytes the event log may hold", 64 * 1024),
     Setting("max_body_bytes", 8 * MiB, int, "largest request body in bytes; over it 413", 1024),
@@ -614,6 +618,7 @@ class HUD:
         self._version = 0  # changes whenever the state does
         self.open_streams = 0
         self._streams_lock = threading.Lock()
+        self.closing = False  # set at shutdown: every stream ends
 
     # ---- sessions
 
@@ -833,6 +838,11 @@ class HUD:
             self.open_streams += 1
             return True
 
+    def end_streams(self) -> None:
+        """End every open stream (at shutdown, so waitress's threads can finish)."""
+        self.closing = True
+        self.log.wake_all()
+
     def release_stream(self) -> None:
         """Give a stream slot back."""
         with self._streams_lock:
@@ -894,7 +904,7 @@ class EventStream:
             return self._preamble()
         heartbeat = self.hud.settings["heartbeat_interval"]
         while True:
-            if self.closed or self.client_disconnected():
+            if self.closed or self.hud.closing or self.client_disconnected():
                 self.close()
                 raise StopIteration
             now = time.monotonic()
@@ -1146,13 +1156,11 @@ def limit_malloc_arenas() -> None:
         pass
 
 
-def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` with waitress sized from ``settings`` until interrupted."""
+def build_server(app: Flask, settings: dict[str, Any]):
+    """A waitress server for ``app``, sized from ``settings`` (not yet running)."""
     from waitress.server import create_server
 
-    limit_malloc_arenas()
-
-    server = create_server(
+    return create_server(
         app,
         host=settings["host"],
         port=settings["port"],
@@ -1160,8 +1168,18 @@ def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | N
         channel_request_lookahead=CHANNEL_REQUEST_LOOKAHEAD,
         max_request_body_size=settings["max_body_bytes"] + WAITRESS_BODY_MARGIN,
         connection_limit=max(100, settings["threads"] + 2 * settings["max_streams"]),
+        # Waitress keeps a connection's sent bytes until its buffer reaches this size: with
+        # the 16 MiB default, 32 open streams held over 500 MiB.
+        outbuf_high_watermark=settings["stream_buffer_bytes"],
+        outbuf_overflow=settings["stream_buffer_bytes"],
         ident="hud",
     )
+
+
+def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` with waitress sized from ``settings`` until interrupted or sent SIGTERM."""
+    limit_malloc_arenas()
+    server = build_server(app, settings)
     url = f"http://{server.effective_host}:{server.effective_port}"
     log.info("HUD serving on %s (threads=%d, max_streams=%d)", url, settings["threads"],
              settings["max_streams"])
@@ -1170,6 +1188,7 @@ def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | N
     try:
         server.run()
     finally:
+        app.extensions["hud"].end_streams()
         server.close()
 
 
@@ -1183,10 +1202,21 @@ def main(argv: Iterable[str] | None = None) -> int:
     logging.basicConfig(level=settings["log_level"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    hud = app.extensions["hud"]
+
+    def stop(signum: int, frame: Any) -> None:
+        """End the streams first (waitress waits for its threads), then stop serving."""
+        hud.end_streams()
+        raise KeyboardInterrupt
+
+    # SIGTERM is what Kubernetes sends; as PID 1 in a container it would otherwise be ignored.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         serve(app, settings)
     except KeyboardInterrupt:
-        log.info("stopped")
+        pass
+    log.info("stopped")
     return 0
 
 

@@ -53,7 +53,7 @@ class LiveServer:
 
     def stop(self) -> None:
         """Close the server and wait for its thread."""
-        self.hud.log.wake_all()
+        self.hud.end_streams()
         self.server.close()
         self.thread.join(timeout=10)
 
@@ -61,18 +61,11 @@ class LiveServer:
 def start_live_server(config: dict | None = None) -> LiveServer:
     """Start the HUD app under waitress on a free loopback port (as ``hud_server.serve`` does)."""
     import hud_server
-    from waitress.server import create_server
 
     settings = {"host": "127.0.0.1", "port": 0}
     settings.update(config or {})
     app = hud_server.create_app(settings)
-    values = app.config["HUD_SETTINGS"]
-    server = create_server(
-        app, host="127.0.0.1", port=0, threads=values["threads"],
-        channel_request_lookahead=hud_server.CHANNEL_REQUEST_LOOKAHEAD,
-        max_request_body_size=values["max_body_bytes"] + hud_server.WAITRESS_BODY_MARGIN,
-        connection_limit=max(100, values["threads"] + 2 * values["max_streams"]),
-    )
+    server = hud_server.build_server(app, app.config["HUD_SETTINGS"])
     thread = threading.Thread(target=server.run, name="hud-test-server", daemon=True)
     thread.start()
     live = LiveServer(app, server, thread, f"http://127.0.0.1:{server.effective_port}")

@@ -97,3 +97,14 @@ def test_waitress_serve_call_builds_the_app():
     """`waitress-serve --call hud_server:create_app` can build the app with no arguments."""
     app = hud_server.create_app()
     assert app.extensions["hud"].settings["port"] in range(0, 65536)
+
+
+def test_readme_documents_every_setting():
+    """The README's settings table names every setting's variable, flag and default."""
+    readme = (ROOT / "README.md").read_text()
+    for setting in hud_server.SETTINGS:
+        default = setting.default
+        if isinstance(default, float) and default.is_integer():
+            default = int(default)
+        row = f"| `{setting.env}` | `{setting.flag}` | `{default}` |"
+        assert row in readme, f"README lacks the row for {setting.env}: {row}"

@@ -209,3 +209,20 @@ def test_python_hud_server_serves_stream_and_posts():
             reader.close()
     finally:
         server.stop()
+
+
+def test_sigterm_stops_the_server_promptly():
+    """SIGTERM (what Kubernetes sends) stops `python hud_server.py` with exit code 0 within seconds."""
+    import signal as signals
+
+    server = start_server_process()
+    reader = SSEReader(server.url + "/stream")
+    try:
+        reader.next_named()
+        started = time.monotonic()
+        server.process.send_signal(signals.SIGTERM)
+        assert server.process.wait(10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        reader.close()
+        server.kill()
