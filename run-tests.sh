@@ -8,6 +8,8 @@ python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.t
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The container-layout test runs the server as a non-root user from a fresh venv of Debian's Python.
+/usr/bin/python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
