@@ -54,6 +54,7 @@ logger = logging.getLogger("hud_client")
 DEFAULT_RUN_ID = "default"
 ENV_URL = "HUD_URL"
 ENV_RUN_ID = "HUD_RUN_ID"
+ENV_TOKEN = "HUD_TOKEN"
 
 # Answers that mean "this request can never succeed as it is": split the batch or drop the item.
 _REJECTED_STATUSES = frozenset({400, 413, 422})
@@ -299,6 +300,8 @@ class HUDClient:
         backoff_max: Most seconds to wait between attempts (also caps a server's Retry-After).
         exit_timeout: Seconds ``close`` may wait for the last sends at interpreter exit.
         jpeg_quality: JPEG quality (1-95) for frames given as numpy arrays or PIL images.
+        token: The server's write token (its ``HUD_TOKEN``), sent as ``Authorization: Bearer``.
+            Default: the ``HUD_TOKEN`` environment variable; none when unset or empty.
         session: The transport: a ``requests.Session`` or any object with the same
             ``post(url, data=..., headers=..., timeout=...)`` method (tests inject one). The
             client closes a session it created, never one it was given.
@@ -321,7 +324,7 @@ class HUDClient:
                  connect_timeout: float = 1.0, read_timeout: float = 5.0,
                  backoff_initial: float = 0.25, backoff_max: float = 10.0,
                  exit_timeout: float = 1.0, jpeg_quality: int = 85,
-                 session: Any = None) -> None:
+                 token: str | None = None, session: Any = None) -> None:
         if hud_url is None:
             hud_url = os.environ.get(ENV_URL, "")
         if not isinstance(hud_url, str):
@@ -344,6 +347,14 @@ class HUDClient:
         self._jpeg_quality = _positive("jpeg_quality", jpeg_quality, int)
         if self._jpeg_quality > 95:
             raise ValueError("jpeg_quality must be between 1 and 95")
+
+        if token is None:
+            token = os.environ.get(ENV_TOKEN, "")
+        if not isinstance(token, str):
+            raise TypeError(f"token must be a str or None, not {type(token).__name__}")
+        self._headers = dict(_JSON_HEADERS)
+        if token.strip():
+            self._headers["Authorization"] = f"Bearer {token.strip()}"
 
         self._url = hud_url
         self._run_id = run_id
@@ -858,7 +869,7 @@ class HUDClient:
         """POST a JSON body; never raises (the reply holds the exception instead)."""
         try:
             response = self._session.post(self._url + path, data=body.encode("utf-8"),
-                                          headers=_JSON_HEADERS,
+                                          headers=self._headers,
                                           timeout=(self._connect_timeout, self._read_timeout))
         except (requests.RequestException, OSError, ValueError) as exc:
             return _Reply(error=exc)

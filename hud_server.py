@@ -17,6 +17,7 @@ import binascii
 import collections
 import ctypes
 import dataclasses
+import hmac
 import itertools
 import json
 import logging
@@ -142,6 +143,14 @@ SETTINGS: tuple[Setting, ...] = (
             "half the most recent", 16, 1_000_000),
     Setting("history_metrics", 256, int, "metrics whose history is kept; later new ones are not recorded", 1),
     Setting("recent_items", 50, int, "recent episodes and LLM suggestions kept for the dashboard's lists", 1, 10_000),
+    Setting("max_update_keys", 1000, int, "keys in one update, nested ones included; over it 413", 1),
+    Setting("max_depth", 32, int, "nesting depth of objects and arrays in one update; over it 400", 1, 500),
+    Setting("max_string_length", 10_000, int, "characters a text value keeps; longer text is cut with a marker",
+            16),
+    Setting("max_frame_side", 4096, int, "largest frame width or height in pixels; over it 413", 16),
+    Setting("token", "", str, "bearer token every write endpoint requires when set (empty: writes are open)"),
+    Setting("cors_origins", "", str, "comma-separated origins allowed to call the API from other sites "
+            "(empty: same-origin only)"),
     Setting("stale_after", 30.0, float, "seconds without an update before the dashboard says so", 1),
     Setting("title", "Zelda RL-LLM HUD", str, "page title"),
     Setting("game_name", "The Legend of Zelda: Oracle of Seasons", str, "game shown under the title"),
@@ -224,6 +233,55 @@ def sanitize(value: Any) -> Any:
     if isinstance(value, list):
         return [sanitize(item) for item in value]
     return value
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a visible marker saying how much was cut."""
+    return f"{text[:limit]}… [cut {len(text) - limit} characters]"
+
+
+class UpdateLimits:
+    """The size limits of one update: keys, nesting depth, text length (cut, not refused)."""
+
+    def __init__(self, max_keys: int, max_depth: int, max_string: int):
+        self.max_keys = max_keys
+        self.max_depth = max_depth
+        self.max_string = max_string
+
+    def within(self, text: str) -> bool:
+        """Cheap proof from the update's JSON text that no limit can be reached (the usual case).
+
+        Each key takes at least 5 characters (`"":0,`), each level of depth a bracket, and a
+        string no more characters than the text.
+        """
+        return (len(text) <= self.max_string and len(text) < 5 * self.max_keys
+                and text.count("{") + text.count("[") <= self.max_depth)
+
+    def apply(self, data: dict, where: str) -> dict:
+        """``data`` with long text cut; raises APIError past the key or depth limit."""
+        self._keys = 0
+        return self._walk(data, 1, where)
+
+    def _walk(self, value: Any, depth: int, where: str) -> Any:
+        if isinstance(value, str):
+            return value if len(value) <= self.max_string else cut_text(value, self.max_string)
+        if isinstance(value, (dict, list)):
+            if depth > self.max_depth:
+                raise APIError(400, "too_deep", f"{where} is nested deeper than HUD_MAX_DEPTH ({self.max_depth})")
+            if isinstance(value, list):
+                return [self._walk(item, depth + 1, where) for item in value]
+            self._keys += len(value)
+            if self._keys > self.max_keys:
+                raise APIError(413, "too_many_keys",
+                               f"{where} has more than HUD_MAX_UPDATE_KEYS ({self.max_keys}) keys")
+            out = {}
+            for key, item in value.items():
+                if len(key) > self.max_string:
+                    raise APIError(400, "key_too_long",
+                                   f"{where} has a key longer than HUD_MAX_STRING_LENGTH ({self.max_string})")
+                out[key] = self._walk(item, depth + 1, where)
+            return out
+        return value
 
 
 #: One encoder for every payload (json.dumps with options would build one per call).
@@ -334,7 +392,38 @@ class Frame:
     ts: float
 
 
-def decode_frame(image: Any, response_time: Any, max_bytes: int, where: str) -> Frame:
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
+
+
+def image_size(raw: bytes, mime: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame segment; None if unreadable."""
+    if mime == "image/png":
+        if len(raw) < 24 or raw[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    index = 2
+    while index + 4 <= len(raw):
+        if raw[index] != 0xFF:
+            return None
+        marker = raw[index + 1]
+        if marker == 0xFF:  # fill byte
+            index += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            index += 2
+            continue
+        length = int.from_bytes(raw[index + 2:index + 4], "big")
+        if marker in _JPEG_SOF:
+            if index + 9 > len(raw):
+                return None
+            return int.from_bytes(raw[index + 7:index + 9], "big"), int.from_bytes(raw[index + 5:index + 7], "big")
+        if length < 2:
+            return None
+        index += 2 + length
+    return None
+
+
+def decode_frame(image: Any, response_time: Any, max_bytes: int, max_side: int, where: str) -> Frame:
     """Check a posted image (base64 JPEG or PNG, optional data: URL prefix) and return a Frame."""
     if not isinstance(image, str) or not image:
         raise APIError(400, "invalid_image", f"{where}image_base64 must be a non-empty base64 string")
@@ -356,6 +445,12 @@ def decode_frame(image: Any, response_time: Any, max_bytes: int, where: str) -> 
     mime = next((kind for magic, kind in _IMAGE_MAGIC if raw.startswith(magic)), None)
     if mime is None:
         raise APIError(400, "invalid_image", f"{where}image_base64 is not a JPEG or PNG image")
+    size = image_size(raw, mime)
+    if size is None:
+        raise APIError(400, "invalid_image", f"{where}image_base64 has no readable {mime} header")
+    if max(size) > max_side:
+        raise APIError(413, "frame_too_large", f"{where}image is {size[0]}x{size[1]} pixels; "
+                       f"HUD_MAX_FRAME_SIDE is {max_side}")
     if response_time is not None and (isinstance(response_time, bool)
                                       or not isinstance(response_time, (int, float))):
         raise APIError(400, "invalid_field", f"{where}response_time must be a number or null")
@@ -610,6 +705,7 @@ class HUD:
         self.updates = 0
         self.frames = 0
         self.last_update: float | None = None
+        self.limits = UpdateLimits(settings["max_update_keys"], settings["max_depth"], settings["max_string_length"])
         self.history = MetricHistory(settings["history_points"], settings["history_metrics"])
         self.episodes: collections.deque[dict] = collections.deque(maxlen=settings["recent_items"])
         self.suggestions: collections.deque[dict] = collections.deque(maxlen=settings["recent_items"])
@@ -686,8 +782,12 @@ class HUD:
               frame: Frame | None = None) -> Session:
         """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing."""
         prepared = []
-        for data in updates:
+        limits = self.limits
+        for index, data in enumerate(updates):
             clean, text = strict_dumps(data)
+            if not limits.within(text):
+                clean = limits.apply(clean, f"updates[{index}]" if len(updates) > 1 else "data")
+                text = _strict_encode(clean)
             prepared.append((clean, text))
         with self.lock:
             self._check_limits(prepared)
@@ -987,6 +1087,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     hud = HUD(settings)
     app.extensions["hud"] = hud
 
+    token = settings["token"].encode()
+    if token:
+        log.info("writes need the bearer token (HUD_TOKEN is set)")
+    else:
+        log.warning("HUD_TOKEN is not set: anyone who can reach this server may post to it")
+    origins = [origin.strip() for origin in settings["cors_origins"].split(",") if origin.strip()]
+    if origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=origins, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+             methods=["GET", "POST"], max_age=600)
+
+    @app.before_request
+    def require_token():
+        if not token or request.method != "POST":
+            return None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            return error_response(401, "unauthorized", "this HUD needs 'Authorization: Bearer <HUD_TOKEN>' "
+                                  "to write", headers={"WWW-Authenticate": 'Bearer realm="hud"'})
+        return None
+
     @app.errorhandler(APIError)
     def api_error(exc: APIError):
         return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
@@ -1059,7 +1181,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         body = _body_object()
         run_id, session_id = _ids(body)
         frame = decode_frame(body.get("image_base64"), body.get("response_time"),
-                             settings["max_frame_bytes"], "")
+                             settings["max_frame_bytes"], settings["max_frame_side"], "")
         session = hud.set_frame(run_id, session_id, frame)
         return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
 
@@ -1080,7 +1202,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             if not isinstance(body["frame"], dict):
                 raise APIError(400, "invalid_body", "frame must be an object")
             frame = decode_frame(body["frame"].get("image_base64"), body["frame"].get("response_time"),
-                                 settings["max_frame_bytes"], "frame.")
+                                 settings["max_frame_bytes"], settings["max_frame_side"], "frame.")
         session = hud.apply(run_id, session_id, updates, frame)
         return jsonify(status="updated", applied=len(updates), session_id=session.session_id,
                        boot_id=hud.boot_id)

@@ -11,7 +11,8 @@ import hud_server
 
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
-JPEG_MAGIC = b"\xff\xd8\xff\xe0" + b"\x00" * 60
+# A JPEG as far as the server reads one: start of image, a baseline frame header (2x3 px), end.
+JPEG_MAGIC = b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x03\x00\x02\x01\x01\x11\x00\xff\xd9"
 
 
 def post(client, path, body=None, raw=None):
@@ -224,7 +225,7 @@ def test_state_key_budget_is_enforced():
 
 def test_state_byte_budget_is_enforced():
     """Large values may not take the state past HUD_MAX_STATE_BYTES; replacing them frees room."""
-    app = hud_server.create_app({"max_state_bytes": 100_000})
+    app = hud_server.create_app({"max_state_bytes": 100_000, "max_string_length": 100_000})
     client = app.test_client()
     big = "x" * 60_000
     assert post(client, "/api/update_training", {"data": {"a": big}}).status_code == 200
