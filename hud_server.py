@@ -15,6 +15,7 @@ import argparse
 import base64
 import binascii
 import collections
+import contextlib
 import ctypes
 import dataclasses
 import hmac
@@ -24,10 +25,12 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 import uuid
+from array import array
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -151,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token", "", str, "bearer token every write endpoint requires when set (empty: writes are open)"),
     Setting("cors_origins", "", str, "comma-separated origins allowed to call the API from other sites "
             "(empty: same-origin only)"),
+    Setting("data_dir", "", str, "directory for the SQLite store that survives restarts (empty: memory only)"),
+    Setting("store_interval", 0.5, float, "seconds between writes to the store (a crash loses at most this)",
+            0.05, 60),
     Setting("stale_after", 30.0, float, "seconds without an update before the dashboard says so", 1),
     Setting("title", "Zelda RL-LLM HUD", str, "page title"),
     Setting("game_name", "The Legend of Zelda: Oracle of Seasons", str, "game shown under the title"),
@@ -583,6 +589,20 @@ class SeriesHistory:
         self.recent.append(point)
         self.count += 1
 
+    @classmethod
+    def restored(cls, budget: int, count: int, stride: int, overview: list[tuple],
+                 recent: list[tuple]) -> "SeriesHistory":
+        """A series as a store kept it (the budget may have changed since)."""
+        series = cls(budget)
+        series.count = count
+        series.stride = stride
+        while len(overview) >= series.half:
+            overview = overview[::2]
+            series.stride *= 2
+        series.overview = overview
+        series.recent.extend(recent)
+        return series
+
     def points(self, since: float | None = None) -> tuple[list, list, list]:
         """Steps, wall times and values in arrival order (only steps >= ``since`` if given)."""
         first_recent = self.count - len(self.recent)  # arrival index of the oldest recent point
@@ -715,6 +735,9 @@ class HUD:
         self.open_streams = 0
         self._streams_lock = threading.Lock()
         self.closing = False  # set at shutdown: every stream ends
+        self.changes = 0  # counts every change the store must write
+        self.store: Store | None = None
+        self._history_reset = False  # the store must drop the old run's series
 
     # ---- sessions
 
@@ -745,6 +768,7 @@ class HUD:
         self.start_fresh = False
         self.shown_run_id = run_id
         self.session = Session(session_id or uuid.uuid4().hex, run_id, now)
+        self.changes += 1
         log.info("run %r owns the HUD now (session %s)", run_id, self.session.session_id)
         return self.session
 
@@ -755,6 +779,7 @@ class HUD:
                 log.info("session of run %r reset", self.session.run_id)
             self.session = None
             self.start_fresh = True
+            self.changes += 1
 
     def _clear(self, run_id: str) -> None:
         """Start the dashboard afresh for a new run, telling open streams to clear."""
@@ -765,6 +790,7 @@ class HUD:
         self.frames = 0
         self.last_update = None
         self.history = MetricHistory(self.settings["history_points"], self.settings["history_metrics"])
+        self._history_reset = True
         self.episodes.clear()
         self.suggestions.clear()
         self.last_step = None
@@ -809,6 +835,7 @@ class HUD:
             if prepared:
                 self.last_update = now
                 self._version += 1
+                self.changes += 1
             if frame is not None:
                 self._set_frame(frame)
             return session
@@ -826,7 +853,7 @@ class HUD:
     def _step_of(self, data: dict) -> float:
         """The x of an update's points: its global_step, else the run's latest one, else arrival order."""
         step = data.get("global_step")
-        if isinstance(step, (int, float)) and not isinstance(step, bool):
+        if type(step) in (int, float) and -FLOAT_MAX <= step <= FLOAT_MAX:
             self.last_step = step
             return step
         return self.last_step if self.last_step is not None else self.updates
@@ -872,6 +899,7 @@ class HUD:
     def _set_frame(self, frame: Frame) -> None:
         self.frame = frame
         self.frames += 1
+        self.changes += 1
         self.log.append("vision_update", self._frame_payload(frame, snapshot=False), supersedes=True)
 
     @staticmethod
@@ -928,6 +956,51 @@ class HUD:
                               allow_nan=False, separators=(",", ":"))
             return head[:-1] + ',"metrics":' + self.history.export_json(names, since, times) + "}"
 
+    # ---- persistence
+
+    def persistent_meta(self) -> dict[str, Any]:
+        """What the store keeps besides the history (call with the lock held)."""
+        frame = self.frame
+        session = self.session
+        meta = {
+            "state": self.state, "run_id": self.shown_run_id, "start_fresh": self.start_fresh,
+            "session": None if session is None else {"session_id": session.session_id, "run_id": session.run_id},
+            "updates": self.updates, "frames": self.frames, "last_update": self.last_update,
+            "last_step": self.last_step, "episodes": list(self.episodes), "suggestions": list(self.suggestions),
+            "frame": None if frame is None else dataclasses.asdict(frame),
+        }
+        self._history_reset = False
+        return meta
+
+    def restore(self, loaded: dict[str, Any]) -> None:
+        """Take up what a store held (at start, before serving)."""
+        meta = loaded["meta"]
+        if not meta and not loaded["series"]:
+            return
+        with self.lock:
+            self.state = meta.get("state") or {}
+            self.shown_run_id = meta.get("run_id")
+            self.start_fresh = bool(meta.get("start_fresh"))
+            session = meta.get("session")
+            if session:
+                self.session = Session(session["session_id"], session["run_id"], time.monotonic())
+            self.updates = int(meta.get("updates") or 0)
+            self.frames = int(meta.get("frames") or 0)
+            self.last_update = meta.get("last_update")
+            self.last_step = meta.get("last_step")
+            self.episodes.extend(meta.get("episodes") or [])
+            self.suggestions.extend(meta.get("suggestions") or [])
+            if meta.get("frame"):
+                self.frame = Frame(**meta["frame"])
+            for name, count, stride, overview, recent in loaded["series"]:
+                if len(self.history.series) >= self.history.max_metrics:
+                    break
+                self.history.series[name] = SeriesHistory.restored(
+                    self.history.budget, count, stride, _points_from_blob(overview), _points_from_blob(recent))
+            self._version += 1
+        log.info("restored %d updates, %d metrics and %s from the store", self.updates,
+                 len(self.history.series), "a frame" if self.frame else "no frame")
+
     # ---- stream slots
 
     def acquire_stream(self) -> bool:
@@ -947,6 +1020,133 @@ class HUD:
         """Give a stream slot back."""
         with self._streams_lock:
             self.open_streams -= 1
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The HUD's state kept in SQLite (WAL) under HUD_DATA_DIR, so a restart loses nothing.
+
+    A background thread writes what changed every ``store_interval`` seconds in one
+    transaction: the merged state, session, counters, recent lists, the latest frame
+    and each metric's history (as float64 blobs), never on the request path. A file
+    that cannot be read is moved aside and the server starts empty.
+    """
+
+    FILENAME = "hud.sqlite3"
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS series (name TEXT PRIMARY KEY, count INTEGER NOT NULL, "
+        "stride INTEGER NOT NULL, overview BLOB NOT NULL, recent BLOB NOT NULL)",
+    )
+
+    def __init__(self, directory: str, interval: float):
+        self.path = os.path.join(directory, self.FILENAME)
+        self.interval = interval
+        os.makedirs(directory, exist_ok=True)
+        self.db, self.loaded = self._open_and_load()
+        self._written_changes = -1
+        self._written_counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for statement in self.SCHEMA:
+            db.execute(statement)
+        return db
+
+    def _open_and_load(self) -> tuple[sqlite3.Connection, dict[str, Any]]:
+        """Open the store and read what it holds; a corrupt store is moved aside, not fatal."""
+        try:
+            db = self._connect()
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+            series = db.execute("SELECT name, count, stride, overview, recent FROM series").fetchall()
+            return db, {"meta": meta, "series": series}
+        except (sqlite3.DatabaseError, ValueError, OSError) as exc:
+            aside = f"{self.path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+            log.error("the store %s cannot be read (%s); moved it to %s and starting empty",
+                      self.path, exc, aside)
+            with contextlib.suppress(Exception):
+                db.close()
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            return self._connect(), {"meta": {}, "series": []}
+
+    def start(self, hud: "HUD") -> None:
+        """Write ``hud``'s changes every interval from a daemon thread."""
+        self._thread = threading.Thread(target=self._run, args=(hud,), name="hud-store", daemon=True)
+        self._thread.start()
+
+    def _run(self, hud: "HUD") -> None:
+        while not self._stop.wait(self.interval):
+            self.write(hud)
+
+    def write(self, hud: "HUD") -> None:
+        """Write what changed since the last write (one transaction); errors are logged once."""
+        with hud.lock:
+            if hud.changes == self._written_changes:
+                return
+            changes = hud.changes
+            reset = hud._history_reset
+            if reset:  # a new run: its series replace all the old ones
+                self._written_counts = {}
+            meta = hud.persistent_meta()
+            series = [(name, history.count, history.stride, list(history.overview), list(history.recent))
+                      for name, history in hud.history.series.items()
+                      if self._written_counts.get(name) != history.count]
+            names = set(hud.history.series)
+        try:
+            rows = [(key, _strict_encode(value)) for key, value in meta.items()]
+            blobs = [(name, count, stride, _points_blob(overview), _points_blob(recent))
+                     for name, count, stride, overview, recent in series]
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+                gone = set(self._written_counts) - names
+                if reset:
+                    self.db.execute("DELETE FROM series")
+                self.db.executemany("DELETE FROM series WHERE name = ?", [(name,) for name in gone])
+                self.db.executemany("INSERT OR REPLACE INTO series (name, count, stride, overview, recent) "
+                                    "VALUES (?, ?, ?, ?, ?)", blobs)
+            self._written_changes = changes
+            for name, count, *_ in series:
+                self._written_counts[name] = count
+            for name in gone:
+                self._written_counts.pop(name, None)
+            self._failed = False
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            if not self._failed:
+                log.error("writing the store %s failed (%s); the HUD goes on in memory and retries", self.path, exc)
+            self._failed = True
+
+    def close(self, hud: "HUD") -> None:
+        """Stop the writer and write the last changes (at shutdown)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.write(hud)
+        self.db.close()
+
+
+def _points_blob(rows: list[tuple]) -> bytes:
+    """(step, time, value) rows as one float64 blob."""
+    return array("d", itertools.chain.from_iterable(rows)).tobytes()
+
+
+def _points_from_blob(blob: bytes) -> list[tuple]:
+    """The rows of :func:`_points_blob`."""
+    flat = array("d")
+    flat.frombytes(blob)
+    values = flat.tolist()
+    return list(zip(values[0::3], values[1::3], values[2::3]))
 
 
 # --------------------------------------------------------------------------- SSE stream
@@ -1086,6 +1286,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     hud = HUD(settings)
     app.extensions["hud"] = hud
+    if settings["data_dir"]:
+        hud.store = Store(settings["data_dir"], settings["store_interval"])
+        hud.restore(hud.store.loaded)
+        hud.store.start(hud)
 
     token = settings["token"].encode()
     if token:
@@ -1310,8 +1514,11 @@ def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | N
     try:
         server.run()
     finally:
-        app.extensions["hud"].end_streams()
+        hud = app.extensions["hud"]
+        hud.end_streams()
         server.close()
+        if hud.store is not None:
+            hud.store.close(hud)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
