@@ -265,19 +265,18 @@ class UpdateLimits:
 
     def apply(self, data: dict, where: str) -> dict:
         """``data`` with long text cut; raises APIError past the key or depth limit."""
-        self._keys = 0
-        return self._walk(data, 1, where)
+        return self._walk(data, 1, where, [0])
 
-    def _walk(self, value: Any, depth: int, where: str) -> Any:
+    def _walk(self, value: Any, depth: int, where: str, keys: list[int]) -> Any:
         if isinstance(value, str):
             return value if len(value) <= self.max_string else cut_text(value, self.max_string)
         if isinstance(value, (dict, list)):
             if depth > self.max_depth:
                 raise APIError(400, "too_deep", f"{where} is nested deeper than HUD_MAX_DEPTH ({self.max_depth})")
             if isinstance(value, list):
-                return [self._walk(item, depth + 1, where) for item in value]
-            self._keys += len(value)
-            if self._keys > self.max_keys:
+                return [self._walk(item, depth + 1, where, keys) for item in value]
+            keys[0] += len(value)
+            if keys[0] > self.max_keys:
                 raise APIError(413, "too_many_keys",
                                f"{where} has more than HUD_MAX_UPDATE_KEYS ({self.max_keys}) keys")
             out = {}
@@ -285,7 +284,7 @@ class UpdateLimits:
                 if len(key) > self.max_string:
                     raise APIError(400, "key_too_long",
                                    f"{where} has a key longer than HUD_MAX_STRING_LENGTH ({self.max_string})")
-                out[key] = self._walk(item, depth + 1, where)
+                out[key] = self._walk(item, depth + 1, where, keys)
             return out
         return value
 
@@ -805,14 +804,22 @@ class HUD:
     # ---- updates
 
     def apply(self, run_id: str | None, session_id: str | None, updates: list[dict],
-              frame: Frame | None = None) -> Session:
-        """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing."""
+              frame: Frame | None = None, label: str = "updates[{}]") -> Session:
+        """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing.
+
+        ``label`` names an update in error messages (formatted with its index).
+        """
         prepared = []
         limits = self.limits
         for index, data in enumerate(updates):
-            clean, text = strict_dumps(data)
+            where = label.format(index)
+            try:
+                clean, text = strict_dumps(data)
+            except RecursionError:
+                raise APIError(400, "too_deep",
+                               f"{where} is nested deeper than HUD_MAX_DEPTH ({limits.max_depth})") from None
             if not limits.within(text):
-                clean = limits.apply(clean, f"updates[{index}]" if len(updates) > 1 else "data")
+                clean = limits.apply(clean, where)
                 text = _strict_encode(clean)
             prepared.append((clean, text))
         with self.lock:
@@ -1177,7 +1184,7 @@ class EventStream:
         if not self.last_event_id:
             return None
         boot, _, seq_text = self.last_event_id.strip().rpartition("-")
-        if boot != self.hud.boot_id or not seq_text.isdigit():
+        if boot != self.hud.boot_id or not (seq_text.isascii() and seq_text.isdigit()):
             return None
         seq = int(seq_text)
         if seq > self.hud.log.last_seq:
@@ -1377,7 +1384,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if "data" not in body:
             raise APIError(400, "invalid_body", "the body needs a 'data' object")
         check_update(body["data"], "data")
-        session = hud.apply(run_id, session_id, [body["data"]])
+        session = hud.apply(run_id, session_id, [body["data"]], label="data")
         return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
 
     @app.post("/api/update_vision")

@@ -1,0 +1,287 @@
+"""Hypothesis properties: whatever JSON is posted, the server answers, its state stays an object
+and everything it streams is strict JSON (NaN/Infinity never reach a browser's JSON.parse)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+
+import pytest
+import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import hud_server
+from helpers import SSEReader, start_live_server
+
+#: Answers a post may get; anything else (above all a 5xx) is a bug.
+POST_STATUSES = {200, 400, 409, 413}
+WRITE_PATHS = (
+    "/api/register_session",
+    "/api/update_training",
+    "/api/update_vision",
+    "/api/batch",
+    "/api/reset_session",
+)
+
+#: Bounded and derandomised, so the file takes seconds and every CI run tries the same examples.
+FAST = settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+LIVE = settings(FAST, max_examples=25)
+
+
+# --------------------------------------------------------------------------- strategies
+
+LONE_SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
+TEXT = st.text(st.characters() | LONE_SURROGATES, max_size=12)
+BIG_TEXT = st.builds(
+    lambda char, count: char * count, st.characters() | LONE_SURROGATES, st.integers(5_000, 30_000)
+)  # past HUD_MAX_STRING_LENGTH: cut, not refused
+INTEGERS = st.one_of(
+    st.integers(),
+    st.integers(-(10**400), 10**400),  # past a float's range: not chartable, still JSON
+    st.sampled_from([2**53 + 1, 2**63, -(2**63) - 1, 2**64, 10**308, 10**309, -(10**4000)]),
+)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [float("nan"), float("inf"), float("-inf"), 0.5, -0.0, 1e308, 5e-324]
+)
+#: An update that records a metric at some step: mixed steps (fractions, huge ints) meet in /api/history.
+STEPPED = st.fixed_dictionaries({"global_step": INTEGERS | FLOATS, "metric": INTEGERS | FLOATS})
+SCALARS = st.none() | st.booleans() | INTEGERS | FLOATS | TEXT | BIG_TEXT
+KEYS = TEXT | st.sampled_from(sorted(hud_server.KNOWN_FIELDS)) | st.just("global_step")
+
+
+def _containers(children):
+    return st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4)
+
+
+JSON_VALUES = st.recursive(SCALARS, _containers, max_leaves=12)
+JSON_OBJECTS = st.dictionaries(KEYS, JSON_VALUES, max_size=5)
+
+
+def dumps(value) -> str:
+    """JSON text as Python writes it: NaN/Infinity allowed, lone surrogates as \\u escapes."""
+    return json.dumps(value, allow_nan=True)
+
+
+def _nest(text: str, depth: int, kind: str) -> str:
+    """``text`` wrapped ``depth`` levels deep in arrays or objects (built as text: json.dumps would recurse)."""
+    if kind == "array":
+        return "[" * depth + text + "]" * depth
+    return '{"d":' * depth + text + "}" * depth
+
+
+#: Nesting depths: none, around HUD_MAX_DEPTH (32), deep enough to hit Python's recursion limit in the
+#: server's own walks (~500) and past the JSON parser's limit (~1000).
+DEPTHS = st.just(0) | st.integers(1, 40) | st.sampled_from([480, 500, 700, 900, 960, 1100]) | st.integers(400, 1100)
+#: JSON text of any value, sometimes nested very deeply.
+JSON_TEXTS = st.builds(_nest, JSON_VALUES.map(dumps) | st.just("NaN"), DEPTHS, st.sampled_from(["array", "object"]))
+#: JSON text of an object (an update the server may accept), sometimes with one deeply nested field.
+OBJECT_TEXTS = st.builds(
+    lambda obj, nested: (
+        dumps(obj) if nested is None else dumps(obj)[:-1] + ("," if obj else "") + '"deep":' + nested + "}"
+    ),
+    JSON_OBJECTS,
+    st.none() | JSON_TEXTS,
+)
+UPDATE_TEXTS = OBJECT_TEXTS | JSON_TEXTS | STEPPED.map(dumps)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def strict_json(text: str):
+    """Parse as a browser's JSON.parse would: NaN and Infinity are errors."""
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def sse_payloads(chunk: bytes) -> list[str]:
+    """The data of each event in a chunk of SSE bytes (which must be UTF-8)."""
+    payloads = []
+    for block in chunk.decode("utf-8").split("\n\n"):
+        lines = [line[len("data: ") :] for line in block.split("\n") if line.startswith("data: ")]
+        if lines:
+            payloads.append("\n".join(lines))
+    return payloads
+
+
+def post_text(client, path: str, text: str):
+    """POST raw JSON text (requests and json= refuse NaN)."""
+    return client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json")
+
+
+def check_server_sane(app) -> None:
+    """State, history and every event a browser would receive are strict JSON; state data is an object."""
+    client = app.test_client()
+    state = client.get("/api/state")
+    assert state.status_code == 200
+    assert isinstance(strict_json(state.get_data(as_text=True))["data"], dict)
+    history = client.get("/api/history?times=1")
+    assert history.status_code == 200, history.get_data(as_text=True)
+    strict_json(history.get_data(as_text=True))
+    hud = app.extensions["hud"]
+    snapshot, _ = hud.snapshot_events()
+    logged = hud.log.read_after(0)
+    chunks = [snapshot] + (logged[0] if logged else [])
+    for chunk in chunks:
+        for payload in sse_payloads(chunk):
+            strict_json(payload)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_server_log():
+    """Each example builds an app, which warns that HUD_TOKEN is unset; keep the output readable."""
+    logger = logging.getLogger("hud_server")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
+
+
+def fresh_app():
+    """A new app for each example, so examples do not depend on each other."""
+    return hud_server.create_app({"session_timeout": 60.0})
+
+
+# --------------------------------------------------------------------------- properties (test client)
+
+
+@FAST
+@given(st.lists(UPDATE_TEXTS, min_size=1, max_size=3))
+@example(['{"x": ' + "[" * 500 + "NaN" + "]" * 500 + "}"])  # NaN deep inside: the server's NaN scrub recursed
+@example(['{"global_step": 0.5, "metric": 1}', '{"global_step": 1' + "0" * 400 + ', "metric": 2}'])  # history steps
+def test_any_json_as_update_data_is_answered_and_streams_strict_json(texts):
+    """Any JSON as `data` of /api/update_training gets 200/400/413, never 5xx; the stream stays strict JSON."""
+    app = fresh_app()
+    client = app.test_client()
+    for text in texts:
+        response = post_text(client, "/api/update_training", '{"data": ' + text + "}")
+        assert response.status_code in POST_STATUSES, response.get_data(as_text=True)
+        strict_json(response.get_data(as_text=True))
+    check_server_sane(app)
+
+
+@FAST
+@given(st.lists(st.lists(UPDATE_TEXTS, max_size=3), min_size=1, max_size=3))
+def test_any_json_in_batch_updates_is_answered_and_streams_strict_json(batches):
+    """Any JSON as elements of /api/batch `updates` gets 200/400/413, never 5xx; the stream stays strict JSON."""
+    app = fresh_app()
+    client = app.test_client()
+    for updates in batches:
+        response = post_text(client, "/api/batch", '{"run_id": "props", "updates": [' + ",".join(updates) + "]}")
+        assert response.status_code in POST_STATUSES, response.get_data(as_text=True)
+        strict_json(response.get_data(as_text=True))
+    check_server_sane(app)
+
+
+@FAST
+@given(st.sampled_from(WRITE_PATHS), UPDATE_TEXTS)
+def test_any_json_as_whole_body_is_answered(path, text):
+    """Any JSON as the whole body of any write endpoint gets 200/400/409/413 with a JSON answer."""
+    app = fresh_app()
+    client = app.test_client()
+    response = post_text(client, path, text)
+    assert response.status_code in POST_STATUSES, response.get_data(as_text=True)
+    body = strict_json(response.get_data(as_text=True))
+    if response.status_code != 200:
+        assert body["status"] == "error" and isinstance(body["error"], str) and isinstance(body["message"], str)
+    check_server_sane(app)
+
+
+@FAST
+@given(JSON_OBJECTS, st.sampled_from(["a", "b"]), st.sampled_from(["a", "b"]))
+def test_any_update_from_two_runs_keeps_one_owner(data, first_run, second_run):
+    """A second run's update is 409 with owner_run_id while the first owns the HUD; the state stays an object."""
+    app = fresh_app()
+    client = app.test_client()
+    first = post_text(client, "/api/update_training", json.dumps({"run_id": first_run, "data": {}}))
+    assert first.status_code == 200
+    second = post_text(client, "/api/update_training", json.dumps({"run_id": second_run, "data": data}))
+    assert second.status_code in POST_STATUSES
+    if first_run != second_run:
+        assert second.status_code != 200  # 409, or 400/413 when the update itself is refused first
+        if second.status_code == 409:
+            assert strict_json(second.get_data(as_text=True))["owner_run_id"] == first_run
+    check_server_sane(app)
+
+
+@FAST
+@given(st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=20), st.booleans())
+@example("\xb2", True)  # "²" is a digit to str.isdigit but not to int()
+def test_any_last_event_id_starts_the_stream(suffix, with_boot_id):
+    """/stream answers 200 with a strict-JSON start whatever Last-Event-ID a browser sends."""
+    app = fresh_app()
+    hud = app.extensions["hud"]
+    post_text(app.test_client(), "/api/update_training", '{"data": {"a": 1}}')
+    header = (f"{hud.boot_id}-" if with_boot_id else "") + suffix
+    response = app.test_client().get("/stream", headers={"Last-Event-ID": header}, buffered=False)
+    try:
+        assert response.status_code == 200
+        first = next(iter(response.response))
+        for payload in sse_payloads(first):
+            strict_json(payload)
+    finally:
+        response.close()
+    assert hud.open_streams == 0
+
+
+# --------------------------------------------------------------------------- property (real /stream)
+
+
+@pytest.fixture(scope="module")
+def streamed():
+    """A real server and one open /stream on it, shared by the live examples."""
+    server = start_live_server({"session_timeout": 60.0})
+    reader = SSEReader(server.url + "/stream")
+    first = reader.next_named()
+    assert strict_json(first["data"])["snapshot"] is True
+    yield server, reader
+    reader.close()
+    server.stop()
+
+
+PROBES = itertools.count(1)  # marker numbers, one per live example
+
+
+def _read_until_probe(reader: SSEReader, probe: int) -> list[dict]:
+    """Events up to and including the one carrying ``{"_probe": probe}``."""
+    events = []
+    while True:
+        event = reader.next_named()
+        events.append(event)
+        payload = strict_json(event["data"])
+        if event["event"] == "training_update" and payload.get("data") == {"_probe": probe}:
+            return events
+
+
+@LIVE
+@given(UPDATE_TEXTS)
+def test_real_stream_stays_strict_json_for_any_update(streamed, text):
+    """Over a real /stream, every event after any posted update parses as strict JSON, and an accepted one arrives."""
+    server, reader = streamed
+    response = requests.post(
+        server.url + "/api/update_training",
+        data=('{"data": ' + text + "}").encode("utf-8", "surrogatepass"),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code in POST_STATUSES, response.text
+    # A marker update after each example: reading up to it sees every event the example caused.
+    streamed_probe = next(PROBES)
+    marker = requests.post(server.url + "/api/update_training", json={"data": {"_probe": streamed_probe}}, timeout=10)
+    assert marker.status_code == 200, marker.text
+    events = _read_until_probe(reader, streamed_probe)
+    updates = [strict_json(event["data"]) for event in events if event["event"] == "training_update"]
+    assert len(updates) == (2 if response.status_code == 200 else 1)
+    for update in updates:
+        assert isinstance(update["data"], dict)
