@@ -1,21 +1,32 @@
 // HUD dashboard: listens to /stream (SSE) and renders the merged training
-// state. Data is only ever written with textContent (never innerHTML), and
-// DOM work is coalesced into at most one render per animation frame.
+// state, live charts (charts.js) seeded from /api/history (history-sync.js),
+// recent episodes and the LLM suggestion log. Data is only ever written with
+// textContent (never innerHTML), and DOM work is coalesced into at most one
+// render per animation frame.
 import {
-  EMPTY, applyTrainingUpdate, computeHearts, formatAge, formatClock, formatHealth,
-  formatId, formatMilestone, formatPosition, formatRate, formatSeconds, formatValue,
-  getPath, milestoneReached, otherMetrics, rateFraction,
+  BoundedLog, EMPTY, applyTrainingUpdate, computeHearts, formatAge, formatClock, formatHealth,
+  formatId, formatMilestone, formatNumber, formatPosition, formatRate, formatSeconds, formatValue,
+  getPath, milestoneReached, numericLeaves, otherMetrics, parseEventId, rateFraction,
 } from "./hud-logic.js";
+import { ChartBoard } from "./charts.js";
+import { HistorySync, fetchJson, historyUrl } from "./history-sync.js";
 
 // ---- constants -----------------------------------------------------------
 const STREAM_URL = "/stream";
 const TRAINING_EVENT = "training_update";
 const VISION_EVENT = "vision_update";
-const SUGGESTION_HISTORY = 5;          // suggestions kept, the latest included
+const RECENT_ITEMS = 50;               // episodes and suggestions listed (the server keeps as many)
 const STALE_TICK_MS = 1000;            // how often the "no data for N s" badge is refreshed
 const RECONNECT_MIN_MS = 1000;         // backoff when the browser gave up on the stream (e.g. 503)
 const RECONNECT_MAX_MS = 30000;
 const DEFAULT_STALE_AFTER_S = 30;
+// Each rendered frame costs the browser a style, layout, paint and commit pass over
+// the whole page (several ms on a small machine), whatever changed; at 100 updates a
+// second that, not the data, is the cost. Numbers and charts that change 10 times a
+// second read just as live, so data is rendered at most this often (user actions at once).
+const MIN_RENDER_INTERVAL_MS = 100;
+// Views that cost more to draw (8 canvases; tables that lay out whole) wait longer between draws.
+const VIEW_INTERVALS_MS = { charts: 200, episodes: 500, suggestionLog: 500 };
 const FRAME_MIME_TYPES = new Set(["image/jpeg", "image/png"]);
 
 // ---- selectors -----------------------------------------------------------
@@ -31,7 +42,20 @@ const SELECTORS = {
   milestones: "[data-milestone]",
   hearts: "#hearts",
   suggestion: '[data-field="llm_suggestion"]',
-  suggestionHistory: "#suggestion-history",
+  suggestionLog: "#suggestion-log",
+  suggestionEmpty: "#suggestion-empty",
+  suggestionCount: "#suggestion-count",
+  episodesTable: "#episodes-table",
+  episodesBody: "#episodes-body",
+  episodesEmpty: "#episodes-empty",
+  episodesCount: "#episodes-count",
+  staleBanner: "#stale-banner",
+  staleText: "#stale-text",
+  charts: "#charts",
+  chartsEmpty: "#charts-empty",
+  smoothing: "#smoothing",
+  smoothingValue: "#smoothing-value",
+  metricsHint: "#metrics-hint",
   frame: "#vision-frame",
   frameEmpty: "#vision-empty",
   responseTime: "#vision-response-time",
@@ -41,6 +65,14 @@ const SELECTORS = {
   metricsEmpty: "#metrics-empty",
   metricsCount: "#metrics-count",
 };
+
+// Known card fields that are numbers, so a chart button sits beside them.
+const CHARTABLE_FIELDS = new Set([
+  "episode_reward", "global_step", "episode_length", "epoch", "episode",
+  "llm_calls", "llm_success_rate", "llm_alignment",
+  "entities.npcs", "entities.enemies", "entities.items",
+  "exploration.rooms_discovered", "exploration.grid_areas", "exploration.buildings_entered",
+]);
 
 /** Set an element's text only when it changed (saves layout work at high rates). */
 function setText(el, text) {
@@ -52,7 +84,6 @@ function setText(el, text) {
 const Model = {
   state: {},
   frame: null,              // {src, responseTime, ts} or null
-  suggestions: [],          // latest last
   runId: null,
   updates: 0,
   connection: "connecting", // connecting | open | reconnecting
@@ -60,12 +91,8 @@ const Model = {
 
   /** Apply a training_update payload. */
   applyTraining(payload) {
-    if (payload.reset) {
-      this.frame = null;
-      this.suggestions = [];
-    }
+    if (payload.reset) this.frame = null;
     this.state = applyTrainingUpdate(this.state, payload);
-    this.noteSuggestion(this.state.llm_suggestion);
     this.runId = payload.run_id ?? this.runId;
     if (typeof payload.updates === "number") this.updates = payload.updates;
     this.noteData(payload);
@@ -82,15 +109,6 @@ const Model = {
     const src = image.startsWith("data:image/") ? image : `data:${mime};base64,${image}`;
     this.frame = { src, responseTime: payload.response_time, ts: payload.ts };
     this.noteData(payload);
-  },
-
-  /** Remember a new LLM suggestion in the short history. */
-  noteSuggestion(suggestion) {
-    if (suggestion === undefined || suggestion === null) return;
-    const text = formatValue(suggestion);
-    if (this.suggestions[this.suggestions.length - 1] === text) return;
-    this.suggestions.push(text);
-    if (this.suggestions.length > SUGGESTION_HISTORY) this.suggestions.shift();
   },
 
   /** Track when data last arrived; a snapshot tells us via its server ts. */
@@ -111,27 +129,190 @@ const Model = {
   },
 };
 
+/** Recent episodes and LLM suggestions: seeded from /api/history, extended by live events. */
+const Logs = {
+  episodes: new BoundedLog(RECENT_ITEMS),
+  suggestions: new BoundedLog(RECENT_ITEMS),
+  ready: false,            // seeded (live events wait in the history load until then)
+  boot: null,              // the history's event cursor: live events up to it are in it
+  through: -1,
+
+  /** Forget both lists until the next history arrives. */
+  clear() {
+    this.episodes.clear();
+    this.suggestions.clear();
+    this.ready = false;
+    this.boot = null;
+    this.through = -1;
+    RenderLoop.mark("episodes", "suggestionLog");
+  },
+
+  /** Replace both lists with the history's. */
+  seed(history, cursor) {
+    this.episodes.clear();
+    this.suggestions.clear();
+    for (const item of Array.isArray(history.episodes) ? history.episodes : []) this.episodes.push(item);
+    for (const item of Array.isArray(history.suggestions) ? history.suggestions : []) {
+      if (item && typeof item.text === "string") this.suggestions.push(item);
+    }
+    this.ready = true;
+    this.boot = cursor.boot;
+    this.through = cursor.seq;
+    RenderLoop.mark("episodes", "suggestionLog");
+  },
+
+  /** Apply a live event: it may end an episode and carry a new suggestion. */
+  applyLive(event) {
+    if (!this.ready || (event.boot === this.boot && event.seq <= this.through)) return;
+    if (event.episode) {
+      this.episodes.push(event.episode);
+      RenderLoop.mark("episodes");
+    }
+    const text = event.suggestion;
+    if (text && (!this.suggestions.last() || this.suggestions.last().text !== text)) {
+      this.suggestions.push({ text, step: event.step, ts: event.ts });
+      RenderLoop.mark("suggestionLog");
+    }
+  },
+};
+
+/**
+ * Charts and lists over time: on every snapshot (connect, reset, new boot, a
+ * resume the server could not serve) everything is emptied and fetched again
+ * from /api/history; live events in between are buffered and replayed.
+ */
+const Timeline = {
+  started: false,
+
+  init() {
+    this.sync = new HistorySync({
+      fetchHistory: (load) => fetchJson(historyUrl(load.names)),
+      seed: (load, history, cursor) => this.seed(load, history, cursor),
+      replay: (load, event) => {
+        ChartBoard.applyLive(event, new Set(load.names));
+        if (load.logs) Logs.applyLive(event);
+      },
+    });
+  },
+
+  /** A snapshot arrived: start over from the server's history. */
+  restart() {
+    this.started = true;
+    this.sync.restart();
+    ChartBoard.clearAll();
+    Logs.clear();
+    this.sync.load(ChartBoard.names(), true);
+  },
+
+  /** A chart was added: fetch its history (before the first snapshot, restart() will). */
+  chartAdded(name) {
+    if (this.started) this.sync.load([name]);
+  },
+
+  /** A live training_update: turn it into an event record and apply it wherever it is due. */
+  live(payload, lastEventId) {
+    const id = parseEventId(lastEventId);
+    const data = payload.data && typeof payload.data === "object" ? payload.data : {};
+    const event = {
+      boot: id ? id.boot : null,
+      seq: id ? id.seq : -1,
+      step: this.stepOf(payload, data),
+      ts: typeof payload.ts === "number" ? payload.ts : Date.now() / 1000,
+      leaves: numericLeaves(data),
+      episode: null,
+      suggestion: null,
+    };
+    if ("episode_reward" in data) {
+      // As the server's list: episode and length come from the merged state.
+      const state = Model.state;
+      event.episode = {
+        episode: state.episode ?? null, reward: data.episode_reward, length: state.episode_length ?? null,
+        step: event.step, ts: event.ts,
+      };
+    }
+    if (typeof data.llm_suggestion === "string" && data.llm_suggestion !== "") event.suggestion = data.llm_suggestion;
+    this.sync.live(event);
+    ChartBoard.applyLive(event);
+    Logs.applyLive(event);
+  },
+
+  /** The x of an event's points: the server's `step`, else global_step, else the update count. */
+  stepOf(payload, data) {
+    if (typeof payload.step === "number") return payload.step;
+    if (typeof data.global_step === "number") return data.global_step;
+    if (typeof Model.state.global_step === "number") return Model.state.global_step;
+    return typeof payload.updates === "number" ? payload.updates : 0;
+  },
+
+  seed(load, history, cursor) {
+    ChartBoard.setBudget(history.budget);
+    const metrics = history.metrics && typeof history.metrics === "object" ? history.metrics : {};
+    for (const name of load.names) ChartBoard.seed(name, metrics[name], cursor);
+    if (load.logs) Logs.seed(history, cursor);
+  },
+};
+
 // ---- render scheduling ---------------------------------------------------
 /** Coalesces any number of changes into one render per animation frame. */
 const RenderLoop = {
   dirty: new Set(),
-  pending: false,
+  urgent: new Set(),       // parts marked by the user: drawn at the next frame whatever their interval
   views: {},
+  intervals: {},           // part -> ms: data parts drawn less often than every render
+  lastRun: new Map(),      // part -> performance.now() of its last render
+  frame: null,             // requestAnimationFrame id while a render is due at the next frame
+  timer: null,             // setTimeout id while a data render waits for MIN_RENDER_INTERVAL_MS
+  lastRender: -Infinity,   // performance.now() of the last render
 
-  /** Mark parts of the page as changed and schedule a render. */
+  /** Mark parts as changed by data: rendered at a frame at least MIN_RENDER_INTERVAL_MS after the last. */
   mark(...parts) {
     for (const part of parts) this.dirty.add(part);
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => this.flush());
+    if (this.frame !== null || this.timer !== null) return;
+    const wait = this.lastRender + MIN_RENDER_INTERVAL_MS - performance.now();
+    if (wait <= 0) this.requestFrame();
+    else this.timer = setTimeout(() => {
+      this.timer = null;
+      this.requestFrame();
+    }, wait);
   },
 
-  /** Render every dirty part once. */
+  /** Mark parts as changed by the user (a click, the slider, a resize): rendered at the next frame. */
+  markNow(...parts) {
+    for (const part of parts) {
+      this.dirty.add(part);
+      this.urgent.add(part);
+    }
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.requestFrame();
+  },
+
+  requestFrame() {
+    if (this.frame === null) this.frame = requestAnimationFrame(() => this.flush());
+  },
+
+  /** Render every dirty part once; a part within its own interval waits for a later render. */
   flush() {
-    this.pending = false;
-    const dirty = new Set(this.dirty);
+    this.frame = null;
+    const now = performance.now();
+    this.lastRender = now;
+    const dirty = [...this.dirty];
     this.dirty.clear();
-    for (const part of dirty) this.views[part]();
+    let heldBack = false;
+    for (const part of dirty) {
+      const interval = this.intervals[part] || 0;
+      if (!this.urgent.has(part) && now - (this.lastRun.get(part) ?? -Infinity) < interval) {
+        this.dirty.add(part);
+        heldBack = true;
+        continue;
+      }
+      this.lastRun.set(part, now);
+      this.views[part]();
+    }
+    this.urgent.clear();
+    if (heldBack) this.mark();
   },
 };
 
@@ -176,6 +357,30 @@ const Cards = {
     this.heartsKey = null;
     this.sessionLabel = document.querySelector(SELECTORS.sessionLabel);
     this.updateCount = document.querySelector(SELECTORS.updateCount);
+    this.chartButtons = [];
+    for (const { el } of this.fields) {
+      const name = el.dataset.field;
+      const label = el.parentElement && el.parentElement.querySelector("dt");
+      if (!CHARTABLE_FIELDS.has(name) || !label) continue;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "chart-toggle";
+      button.dataset.chart = name;
+      button.title = `Chart ${name}`;
+      button.setAttribute("aria-label", `Chart ${name}`);
+      button.addEventListener("click", () => ChartBoard.toggle(name));
+      label.append(button);
+      this.chartButtons.push(button);
+    }
+  },
+
+  /** Show on each chart button whether its metric is charted. */
+  renderChartButtons() {
+    for (const button of this.chartButtons) {
+      const on = ChartBoard.has(button.dataset.chart);
+      button.setAttribute("aria-pressed", String(on));
+      button.title = on ? `Remove the ${button.dataset.chart} chart` : `Chart ${button.dataset.chart}`;
+    }
   },
 
   render() {
@@ -183,7 +388,8 @@ const Cards = {
     for (const { el, format } of this.fields) setText(el, format(state));
     for (const el of this.meters) {
       const fraction = rateFraction(getPath(state, el.dataset.meter));
-      el.style.width = fraction === null ? "0%" : `${(fraction * 100).toFixed(1)}%`;
+      // A transform, not a width: its transition runs on the compositor, with no layout per frame.
+      el.style.transform = `scaleX(${fraction === null ? 0 : fraction.toFixed(3)})`;
     }
     for (const el of this.milestones) {
       el.classList.toggle("is-reached", milestoneReached(getPath(state, el.dataset.milestone)));
@@ -219,24 +425,118 @@ const Cards = {
   },
 };
 
-/** The LLM suggestion: latest highlighted, a few earlier ones below. */
-const Suggestions = {
+/**
+ * A list that shows a BoundedLog newest first and only ever adds the entries
+ * it has not shown yet (and drops those the log let go), so a burst of events
+ * costs a few DOM inserts, not a rebuild.
+ */
+class RecentList {
+  constructor({ log, container, table, empty, count, build }) {
+    Object.assign(this, { log, container, table, empty, count, build });
+    this.shown = [];        // [{serial, el}], oldest first
+  }
+
+  render() {
+    const entries = this.log.entries;
+    const firstSerial = entries.length ? entries[0].serial : Infinity;
+    while (this.shown.length && this.shown[0].serial < firstSerial) this.shown.shift().el.remove();
+    const lastShown = this.shown.length ? this.shown[this.shown.length - 1].serial : 0;
+    let added = 0;
+    for (const entry of entries) {
+      if (entry.serial <= lastShown) continue;
+      const el = this.build(entry);
+      this.container.prepend(el);
+      this.shown.push({ serial: entry.serial, el });
+      added += 1;
+    }
+    const n = this.shown.length;
+    if (this.table) this.table.hidden = n === 0;
+    else this.container.hidden = n === 0;
+    this.empty.hidden = n > 0;
+    setText(this.count, n ? String(n) : "");
+    return added;
+  }
+}
+
+/** A table cell (or row header) holding `text`. */
+function cell(text, tag = "td") {
+  const el = document.createElement(tag);
+  el.textContent = text;
+  return el;
+}
+
+/** A <time> element for a unix timestamp: clock time, the full date on hover. */
+function timeElement(unixSeconds, className) {
+  const el = document.createElement("time");
+  el.className = className;
+  el.textContent = formatClock(unixSeconds);
+  if (typeof unixSeconds === "number" && Number.isFinite(unixSeconds)) {
+    const date = new Date(unixSeconds * 1000);
+    el.dateTime = date.toISOString();
+    el.title = date.toLocaleString();
+  }
+  return el;
+}
+
+/** Recent episodes, newest first. */
+const EpisodesTable = {
   init() {
-    this.latest = document.querySelector(SELECTORS.suggestion);
-    this.history = document.querySelector(SELECTORS.suggestionHistory);
-    this.shownKey = null;
+    this.list = new RecentList({
+      log: Logs.episodes,
+      container: document.querySelector(SELECTORS.episodesBody),
+      table: document.querySelector(SELECTORS.episodesTable),
+      empty: document.querySelector(SELECTORS.episodesEmpty),
+      count: document.querySelector(SELECTORS.episodesCount),
+      build: (entry) => {
+        const row = document.createElement("tr");
+        const ended = document.createElement("td");
+        ended.append(timeElement(entry.ts, "episodes__time"));
+        row.append(cell(formatId(entry.episode), "th"), cell(formatValue(entry.reward)),
+          cell(formatValue(entry.length)), cell(formatNumber(entry.step)), ended);
+        row.firstChild.scope = "row";
+        return row;
+      },
+    });
   },
   render() {
-    const earlier = Model.suggestions.slice(0, -1).reverse();
-    const key = JSON.stringify(Model.suggestions);
-    if (key === this.shownKey) return;
-    const isNew = this.shownKey !== null && Model.suggestions.length > 0;
-    this.shownKey = key;
-    this.history.replaceChildren(...earlier.map((text) => {
-      const item = document.createElement("li");
-      item.textContent = text;
-      return item;
-    }));
+    this.list.render();
+  },
+};
+
+/** The LLM suggestion: the latest highlighted when it changes, and a log (time, step, text). */
+const SuggestionLog = {
+  init() {
+    this.latest = document.querySelector(SELECTORS.suggestion);
+    this.shownText = undefined;
+    this.list = new RecentList({
+      log: Logs.suggestions,
+      container: document.querySelector(SELECTORS.suggestionLog),
+      table: null,
+      empty: document.querySelector(SELECTORS.suggestionEmpty),
+      count: document.querySelector(SELECTORS.suggestionCount),
+      build: (entry) => {
+        const item = document.createElement("li");
+        item.className = "log__item";
+        const meta = document.createElement("div");
+        meta.className = "log__meta";
+        const step = document.createElement("span");
+        step.className = "log__step";
+        step.textContent = `step ${formatNumber(entry.step)}`;
+        meta.append(timeElement(entry.ts, "log__time"), step);
+        const text = document.createElement("p");
+        text.className = "log__text";
+        text.textContent = entry.text;
+        item.append(meta, text);
+        return item;
+      },
+    });
+  },
+  render() {
+    this.list.render();
+    const text = Model.state.llm_suggestion;
+    if (text === this.shownText) return;
+    const isNew = this.shownText !== undefined && text !== undefined && text !== null;
+    this.shownText = text;
     if (isNew) {
       // Restart the highlight animation for the new suggestion.
       this.latest.classList.remove("is-fresh");
@@ -253,8 +553,31 @@ const MetricsTable = {
     this.body = document.querySelector(SELECTORS.metricsBody);
     this.empty = document.querySelector(SELECTORS.metricsEmpty);
     this.count = document.querySelector(SELECTORS.metricsCount);
-    this.rows = new Map();   // key -> {row, valueCell}
+    this.hint = document.querySelector(SELECTORS.metricsHint);
+    this.rows = new Map();   // key -> {row, button, valueCell, chartable}
     this.keys = [];          // sorted keys, parallel to the rows in the table body
+    // One listener for every row: a click anywhere on a number's row toggles its chart;
+    // the key is a <button>, so Tab + Enter/Space do the same.
+    this.body.addEventListener("click", (event) => {
+      const row = event.target.closest("tr");
+      const entry = row && this.rows.get(row.dataset.key);
+      if (entry && (entry.chartable || ChartBoard.has(row.dataset.key))) ChartBoard.toggle(row.dataset.key);
+    });
+  },
+
+  /** Mark which rows are charted. */
+  renderChartState() {
+    for (const [key, entry] of this.rows) this.showChartState(key, entry);
+  },
+
+  showChartState(key, entry) {
+    const charted = ChartBoard.has(key);
+    const usable = entry.chartable || charted;
+    entry.button.disabled = !usable;
+    entry.button.setAttribute("aria-pressed", String(charted));
+    entry.button.setAttribute("aria-label", `${key}: ${charted ? "remove its chart" : "add a chart"}`);
+    entry.row.classList.toggle("is-chartable", usable);
+    entry.row.classList.toggle("is-charted", charted);
   },
 
   render() {
@@ -262,13 +585,21 @@ const MetricsTable = {
     for (const key of [...this.rows.keys()]) {
       if (!metrics.has(key)) this.removeRow(key);
     }
+    let chartable = 0;
     for (const [key, value] of metrics) {
       const entry = this.rows.get(key) || this.addRow(key);
       setText(entry.valueCell, formatValue(value));
+      const isNumber = typeof value === "number" && Number.isFinite(value);
+      if (isNumber !== entry.chartable) {
+        entry.chartable = isNumber;
+        this.showChartState(key, entry);
+      }
+      if (isNumber) chartable += 1;
     }
     const n = this.rows.size;
     this.table.hidden = n === 0;
     this.empty.hidden = n > 0;
+    this.hint.hidden = chartable === 0;
     setText(this.count, n ? String(n) : "");
   },
 
@@ -278,15 +609,20 @@ const MetricsTable = {
     row.dataset.key = key;
     const keyCell = document.createElement("th");
     keyCell.scope = "row";
-    keyCell.textContent = key;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "metric-key";
+    button.textContent = key;
+    keyCell.append(button);
     const valueCell = document.createElement("td");
     row.append(keyCell, valueCell);
     const index = this.sortedIndex(key);
     const before = index < this.keys.length ? this.rows.get(this.keys[index]).row : null;
     this.body.insertBefore(row, before);
     this.keys.splice(index, 0, key);
-    const entry = { row, valueCell };
+    const entry = { row, button, valueCell, chartable: false };
     this.rows.set(key, entry);
+    this.showChartState(key, entry);
     return entry;
   },
 
@@ -339,6 +675,8 @@ const ConnectionBadge = {
     this.staleAfter = staleAfterSeconds;
     this.badge = document.querySelector(SELECTORS.badge);
     this.text = document.querySelector(SELECTORS.badgeText);
+    this.banner = document.querySelector(SELECTORS.staleBanner);
+    this.bannerText = document.querySelector(SELECTORS.staleText);
     setInterval(() => RenderLoop.mark("connection"), STALE_TICK_MS);
   },
   render() {
@@ -352,12 +690,14 @@ const ConnectionBadge = {
         if (age >= this.staleAfter) {
           kind = "stale";
           text = `no data for ${formatAge(age)}`;
+          setText(this.bannerText, `No training update for ${formatAge(age)}.`);
         }
       }
     }
     const className = `badge badge--${kind}`;
     if (this.badge.className !== className) this.badge.className = className;
     setText(this.text, text);
+    this.banner.hidden = kind !== "stale";
   },
 };
 
@@ -385,7 +725,9 @@ const Stream = {
     });
     source.addEventListener(TRAINING_EVENT, (event) => this.handle(event, (p) => {
       Model.applyTraining(p);
-      RenderLoop.mark("layout", "cards", "suggestions", "metrics", "connection");
+      if (p.snapshot) Timeline.restart();   // a new present: charts and lists start over from history
+      else Timeline.live(p, event.lastEventId);
+      RenderLoop.mark("layout", "cards", "suggestionLog", "metrics", "connection");
       if (p.reset) RenderLoop.mark("vision");
     }));
     source.addEventListener(VISION_EVENT, (event) => this.handle(event, (p) => {
@@ -409,7 +751,7 @@ const Stream = {
   setConnection(connection) {
     if (Model.connection === connection) return;
     Model.connection = connection;
-    RenderLoop.mark("connection");
+    RenderLoop.markNow("connection");
   },
 };
 
@@ -418,18 +760,39 @@ document.addEventListener("DOMContentLoaded", () => {
   const staleAfter = Number.parseFloat(document.body.dataset.staleAfter);
   Layout.init();
   Cards.init();
-  Suggestions.init();
+  SuggestionLog.init();
+  EpisodesTable.init();
   MetricsTable.init();
+  Timeline.init();
+  ChartBoard.init({
+    grid: document.querySelector(SELECTORS.charts),
+    slider: document.querySelector(SELECTORS.smoothing),
+    readout: document.querySelector(SELECTORS.smoothingValue),
+    listeners: {
+      added: (name) => Timeline.chartAdded(name),
+      changed: () => RenderLoop.markNow("chartState"),
+      schedule: (urgent) => (urgent ? RenderLoop.markNow("charts") : RenderLoop.mark("charts")),
+    },
+  });
+  const chartsEmpty = document.querySelector(SELECTORS.chartsEmpty);
   Vision.init();
   ConnectionBadge.init(Number.isFinite(staleAfter) && staleAfter > 0 ? staleAfter : DEFAULT_STALE_AFTER_S);
+  RenderLoop.intervals = VIEW_INTERVALS_MS;
   RenderLoop.views = {
     layout: () => Layout.render(),
     cards: () => Cards.render(),
-    suggestions: () => Suggestions.render(),
+    suggestionLog: () => SuggestionLog.render(),
+    episodes: () => EpisodesTable.render(),
+    charts: () => ChartBoard.draw(),
+    chartState: () => {
+      Cards.renderChartButtons();
+      MetricsTable.renderChartState();
+      chartsEmpty.hidden = ChartBoard.names().length > 0;
+    },
     metrics: () => MetricsTable.render(),
     vision: () => Vision.render(),
     connection: () => ConnectionBadge.render(),
   };
-  RenderLoop.mark("layout", "cards", "metrics", "vision", "connection");
+  RenderLoop.mark("layout", "cards", "metrics", "vision", "connection", "chartState", "episodes", "suggestionLog");
   Stream.connect();
 });

@@ -134,10 +134,15 @@ export function formatSeconds(seconds) {
   return `${smallFloatFormat.format(seconds)} s`;
 }
 
+// One formatter for every clock time: toLocaleTimeString builds a new one per call.
+const clockFormat = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+});
+
 /** Format a unix timestamp (seconds) as local wall-clock time. */
 export function formatClock(unixSeconds) {
   if (typeof unixSeconds !== "number" || !Number.isFinite(unixSeconds)) return EMPTY;
-  return new Date(unixSeconds * 1000).toLocaleTimeString(undefined, { hour12: false });
+  return clockFormat.format(new Date(unixSeconds * 1000));
 }
 
 /** Format a position object {x, y} as "x, y". */
@@ -195,4 +200,173 @@ export function formatAge(seconds) {
   if (s < 120) return `${s} s`;
   if (s < 7200) return `${Math.floor(s / 60)} min`;
   return `${Math.floor(s / 3600)} h`;
+}
+
+// ---- charts: smoothing, bounded series, event ids --------------------------
+
+export const SMOOTHING_MAX = 0.99;         // the slider's top: TensorBoard's range is [0, 0.99]
+
+/** A smoothing weight clamped to [0, SMOOTHING_MAX]; anything unreadable gives 0. */
+export function clampSmoothing(value) {
+  const weight = typeof value === "number" ? value : Number.parseFloat(value);
+  if (!Number.isFinite(weight) || weight <= 0) return 0;
+  return Math.min(weight, SMOOTHING_MAX);
+}
+
+/**
+ * TensorBoard's debiased exponential moving average of `values` with weight
+ * `weight` (0 = no smoothing). Like TensorBoard, the average starts at 0 and is
+ * divided by 1 - weight^n, so early points are not pulled towards zero; a
+ * non-finite value is passed through and skipped; a constant series stays
+ * exactly constant. Writes into `out` (grown as needed) and returns it.
+ */
+export function emaSmooth(values, weight, out = []) {
+  const n = values.length;
+  out.length = n;
+  let constant = true;
+  for (let i = 1; i < n && constant; i += 1) constant = values[i] === values[0];
+  if (weight <= 0 || constant) {
+    for (let i = 0; i < n; i += 1) out[i] = values[i];
+    return out;
+  }
+  let last = 0;
+  let accumulated = 0;
+  for (let i = 0; i < n; i += 1) {
+    const value = values[i];
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      out[i] = value;
+      continue;
+    }
+    last = last * weight + (1 - weight) * value;
+    accumulated += 1;
+    out[i] = last / (1 - weight ** accumulated);
+  }
+  return out;
+}
+
+/**
+ * One metric's points in the browser, capped at `cap` points. When full, the
+ * newest half is kept at full resolution and every second point of the older
+ * part is dropped (the first point always stays), so a tab left open for days
+ * keeps the shape of the whole run in bounded memory, as the server's history does.
+ */
+export class SeriesBuffer {
+  constructor(cap) {
+    this.cap = Math.max(8, Math.floor(cap));
+    this.xs = [];
+    this.ys = [];
+  }
+
+  get length() {
+    return this.xs.length;
+  }
+
+  /** Append one point. */
+  push(x, y) {
+    this.xs.push(x);
+    this.ys.push(y);
+    if (this.xs.length > this.cap) this.thin();
+  }
+
+  /** Replace every point (e.g. with the server's history). */
+  replace(xs, ys) {
+    const n = Math.min(xs.length, ys.length);
+    this.xs = Array.from(xs.slice(0, n));
+    this.ys = Array.from(ys.slice(0, n));
+    while (this.xs.length > this.cap) this.thin();
+  }
+
+  /** Drop every point. */
+  clear() {
+    this.xs = [];
+    this.ys = [];
+  }
+
+  /** Halve the older part of the series (all but the newest cap/2 points). */
+  thin() {
+    const keepRecent = Math.floor(this.cap / 2);
+    const older = this.xs.length - keepRecent;
+    const xs = [];
+    const ys = [];
+    for (let i = 0; i < older; i += 2) {
+      xs.push(this.xs[i]);
+      ys.push(this.ys[i]);
+    }
+    for (let i = older; i < this.xs.length; i += 1) {
+      xs.push(this.xs[i]);
+      ys.push(this.ys[i]);
+    }
+    this.xs = xs;
+    this.ys = ys;
+  }
+}
+
+/**
+ * Every chartable number in an update, as the server's history records it:
+ * [["a.b", value], ...] for finite numbers (booleans, text and lists are no metrics).
+ */
+export function numericLeaves(data, prefix = "", out = []) {
+  if (!isPlainObject(data)) return out;
+  for (const key of Object.keys(data)) {
+    const value = data[key];
+    const name = prefix ? `${prefix}.${key}` : key;
+    if (typeof value === "number") {
+      if (Number.isFinite(value)) out.push([name, value]);
+    } else if (isPlainObject(value)) {
+      numericLeaves(value, name, out);
+    }
+  }
+  return out;
+}
+
+/** Split an SSE event id "<boot>-<seq>" into {boot, seq}; null when it is not one. */
+export function parseEventId(id) {
+  if (typeof id !== "string") return null;
+  const cut = id.lastIndexOf("-");
+  if (cut <= 0) return null;
+  const seqText = id.slice(cut + 1);
+  if (!/^\d+$/.test(seqText)) return null;
+  return { boot: id.slice(0, cut), seq: Number.parseInt(seqText, 10) };
+}
+
+const compactFormat = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+/** A short axis label: 1.2K, 3.4M, 0.25, 1e-4. */
+export function formatTick(value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 1000) return compactFormat.format(value);
+  if (magnitude !== 0 && magnitude < 1e-3) return value.toExponential(0);
+  return String(Number(value.toPrecision(4)));
+}
+
+/**
+ * A bounded log, newest last: entries get an increasing `serial` so a view can
+ * add only what it has not shown yet. `limit` entries are kept.
+ */
+export class BoundedLog {
+  constructor(limit) {
+    this.limit = limit;
+    this.entries = [];
+    this.serial = 0;
+  }
+
+  /** Append an entry (an object); returns it with its serial. */
+  push(entry) {
+    this.serial += 1;
+    const item = { ...entry, serial: this.serial };
+    this.entries.push(item);
+    if (this.entries.length > this.limit) this.entries.splice(0, this.entries.length - this.limit);
+    return item;
+  }
+
+  /** The newest entry, or undefined. */
+  last() {
+    return this.entries[this.entries.length - 1];
+  }
+
+  /** Drop every entry (serials keep increasing, so views see a change). */
+  clear() {
+    this.entries = [];
+  }
 }

@@ -18,8 +18,12 @@ import pytest
 
 CHROMIUM = os.environ.get("HUD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 DEFAULT_VIEWPORT = {"width": 1366, "height": 900}
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,8 +114,7 @@ def open_page(browser, live_server, page_problems):
     contexts = []
 
     def opener(width: int = DEFAULT_VIEWPORT["width"], height: int = DEFAULT_VIEWPORT["height"]):
-        context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US",
-                                      timezone_id="UTC")
+        context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US", timezone_id="UTC")
         contexts.append(context)
         page = context.new_page()
         page.on("console", page_problems.on_console)

@@ -14,8 +14,9 @@ import zlib
 
 import pytest
 import requests
-from helpers import start_server_process
 from playwright.sync_api import expect
+
+from helpers import start_server_process
 
 TIMEOUT_MS = 10_000  # how long a UI expectation may take to come true
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -24,13 +25,13 @@ WIDTHS = (1920, 1366, 768)
 
 def png_bytes(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (177, 94, 255)) -> bytes:
     """A small valid PNG, built by hand so the tests need no imaging library."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def post(server, path: str, body: dict) -> dict:
@@ -47,8 +48,11 @@ def post_training(server, data: dict, run_id: str | None = None) -> dict:
 
 def post_frame(server, image: bytes, response_time: float | None = 0.25) -> dict:
     """Send one frame."""
-    return post(server, "/api/update_vision", {
-        "session_id": None, "image_base64": base64.b64encode(image).decode(), "response_time": response_time})
+    return post(
+        server,
+        "/api/update_vision",
+        {"session_id": None, "image_base64": base64.b64encode(image).decode(), "response_time": response_time},
+    )
 
 
 def field(page, name: str):
@@ -62,11 +66,21 @@ def metric_row(page, key: str):
 
 
 SAMPLE = {
-    "epoch": 2, "episode": 17, "episode_id": "ep-17", "global_step": 123456, "episode_reward": 12.3456,
-    "episode_length": 987, "location": "Horon Village", "room_id": 42, "position": {"x": 7, "y": 9},
+    "epoch": 2,
+    "episode": 17,
+    "episode_id": "ep-17",
+    "global_step": 123456,
+    "episode_reward": 12.3456,
+    "episode_length": 987,
+    "location": "Horon Village",
+    "room_id": 42,
+    "position": {"x": 7, "y": 9},
     "health": {"current": 10, "max": 24},  # quarter-hearts: 2.5 of 6 hearts
     "entities": {"npcs": 1, "enemies": 4, "items": 2},
-    "llm_suggestion": "Go north", "llm_calls": 1500, "llm_success_rate": 0.875, "llm_alignment": 0.5,
+    "llm_suggestion": "Go north",
+    "llm_calls": 1500,
+    "llm_success_rate": 0.875,
+    "llm_alignment": 0.5,
     "milestones": {"maku_tree_entered": True, "dungeon_entered": False, "sword_usage": 12},
     "exploration": {"rooms_discovered": 30, "grid_areas": 55, "buildings_entered": 3},
 }
@@ -74,8 +88,7 @@ SAMPLE = {
 
 def test_waiting_page_loads_cleanly(page, page_problems, live_server):
     """The page loads with no console error and no request outside its origin, and waits for a session."""
-    expect(page.locator("#waiting")).to_have_text(re.compile("Waiting for training session..."),
-                                                  timeout=TIMEOUT_MS)
+    expect(page.locator("#waiting")).to_have_text(re.compile("Waiting for training session..."), timeout=TIMEOUT_MS)
     expect(page.locator("#waiting")).to_be_visible()
     expect(page.locator("#panels")).to_be_hidden()
     expect(page.locator("#connection-text")).to_have_text("connected", timeout=TIMEOUT_MS)
@@ -213,8 +226,14 @@ def test_burst_of_updates_is_coalesced(page, page_problems, live_server):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_layout_fits_the_width(open_page, page_problems, live_server, artifacts_dir, width):
     """At 1920, 1366 and 768 px the populated dashboard has no horizontal overflow (screenshot saved)."""
-    post_training(live_server, {**SAMPLE, "llm_suggestion": "Head north past the pond " * 6,
-                                "custom": {"loss": 0.5, "a_rather_long_metric_name_for_layout": "x" * 150}})
+    post_training(
+        live_server,
+        {
+            **SAMPLE,
+            "llm_suggestion": "Head north past the pond " * 6,
+            "custom": {"loss": 0.5, "a_rather_long_metric_name_for_layout": "x" * 150},
+        },
+    )
     post_frame(live_server, png_bytes(160, 144, (104, 176, 72)), response_time=1.284)
     page = open_page(width=width, height=1000)
     expect(field(page, "global_step")).to_have_text("123,456", timeout=TIMEOUT_MS)
@@ -277,11 +296,12 @@ def test_pure_logic_module(page):
     assert result["floats"] == ["3.142", "1,234.6", "1.23e-5", "0.3"]
     assert result["nulls"] == ["—", "—", "—"]
     assert result["hearts"] == [
-        {"full": 2, "half": 1, "empty": 3, "unitsPerHeart": 4},   # quarter-hearts (max > 20)
-        {"full": 2, "half": 1, "empty": 0, "unitsPerHeart": 1},   # whole hearts
+        {"full": 2, "half": 1, "empty": 3, "unitsPerHeart": 4},  # quarter-hearts (max > 20)
+        {"full": 2, "half": 1, "empty": 0, "unitsPerHeart": 1},  # whole hearts
         {"full": 1, "half": 0, "empty": 11, "unitsPerHeart": 1},
-        {"full": 0, "half": 0, "empty": 6, "unitsPerHeart": 1},   # clamped at 0
-        None, None,
+        {"full": 0, "half": 0, "empty": 6, "unitsPerHeart": 1},  # clamped at 0
+        None,
+        None,
     ]
     assert result["merged"] == {"a": 1, "b": {"y": 2}, "c": 3}  # a top-level key replaces the old value
     assert result["snapshot"] == {"z": 1}
