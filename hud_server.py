@@ -34,6 +34,9 @@ from array import array
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import Flask, Response, jsonify, render_template, request
+from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("hud_server")
@@ -735,6 +738,7 @@ class HUD:
         self._streams_lock = threading.Lock()
         self.closing = False  # set at shutdown: every stream ends
         self.changes = 0  # counts every change the store must write
+        self.counts: collections.Counter = collections.Counter()  # since start, for /metrics
         self.store: Store | None = None
         self._history_reset = False  # the store must drop the old run's series
 
@@ -782,6 +786,7 @@ class HUD:
 
     def _clear(self, run_id: str) -> None:
         """Start the dashboard afresh for a new run, telling open streams to clear."""
+        self.counts["takeovers"] += 1
         self.state = {}
         self._large_values = {}
         self.frame = None
@@ -843,6 +848,7 @@ class HUD:
                 self.last_update = now
                 self._version += 1
                 self.changes += 1
+                self.counts["updates"] += len(prepared)
             if frame is not None:
                 self._set_frame(frame)
             return session
@@ -907,6 +913,7 @@ class HUD:
         self.frame = frame
         self.frames += 1
         self.changes += 1
+        self.counts["frames"] += 1
         self.log.append("vision_update", self._frame_payload(frame, snapshot=False), supersedes=True)
 
     @staticmethod
@@ -1236,6 +1243,60 @@ class EventStream:
             self.hud.release_stream()
 
 
+# --------------------------------------------------------------------------- Prometheus
+
+
+class PrometheusCollector:
+    """/metrics: the run's numeric fields as gauges, and the server's own figures."""
+
+    def __init__(self, hud: HUD):
+        self.hud = hud
+
+    def collect(self) -> Iterable[Any]:
+        """Read the HUD once per scrape (prometheus_client's collector protocol)."""
+        hud = self.hud
+        with hud.lock:
+            values = []
+            _numbers(hud.state, "", values)
+            run_id = hud.shown_run_id or ""
+            counts = dict(hud.counts)
+            dropped = hud.log.dropped
+            last_update = hud.last_update
+        run = GaugeMetricFamily("hud_run_value", "Latest value of each numeric field of the run (a.b for nested)",
+                                labels=["run_id", "metric"])
+        for name, value in values:
+            run.add_metric([run_id, name], value)
+        yield run
+        yield GaugeMetricFamily("hud_open_streams", "Open /stream connections (dashboards)", value=hud.open_streams)
+        yield GaugeMetricFamily("hud_max_streams", "Most /stream connections allowed (HUD_MAX_STREAMS)",
+                                value=hud.settings["max_streams"])
+        yield CounterMetricFamily("hud_updates_received", "Training updates applied since start",
+                                  value=counts.get("updates", 0))
+        yield CounterMetricFamily("hud_frames_received", "Frames received since start", value=counts.get("frames", 0))
+        yield CounterMetricFamily("hud_session_takeovers", "Times a new run took over the HUD",
+                                  value=counts.get("takeovers", 0))
+        yield CounterMetricFamily("hud_dropped_events", "Events evicted from the bounded event log", value=dropped)
+        rejected = CounterMetricFamily("hud_rejected_requests", "Requests answered with an error, by status",
+                                       labels=["status"])
+        for status, count in sorted((k, v) for k, v in counts.items() if isinstance(k, int)):
+            rejected.add_metric([str(status)], count)
+        yield rejected
+        yield GaugeMetricFamily("hud_last_update_timestamp_seconds", "Unix time of the last training update",
+                                value=last_update or 0)
+
+
+def _numbers(data: dict, prefix: str, out: list) -> None:
+    """Collect (a.b name, float) for every finite number in ``data``."""
+    for key, value in data.items():
+        kind = type(value)
+        if kind is float or (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX):
+            out.append((prefix + key, float(value)))
+        elif kind is bool:
+            out.append((prefix + key, 1.0 if value else 0.0))
+        elif kind is dict:
+            _numbers(value, prefix + key + ".", out)
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -1338,7 +1399,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def security_headers(response: Response) -> Response:
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if response.status_code >= 400:
+            hud.counts[response.status_code] += 1
         return response
+
+    metrics_registry = CollectorRegistry(auto_describe=False)
+    metrics_registry.register(PrometheusCollector(hud))
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(metrics_registry), mimetype=PROMETHEUS_CONTENT_TYPE)
 
     @app.get("/")
     def index():
