@@ -1539,8 +1539,10 @@ def parse_args(argv: Iterable[str] | None = None) -> dict[str, Any]:
     for setting in SETTINGS:
         parser.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.type.__name__.upper(),
                             help=f"{setting.help} [{setting.env}, default {setting.default!r}]")
+    parser.add_argument("--demo", action="store_true",
+                        help="also feed the HUD a simulated run (examples/simulated_run.py), to see it work")
     namespace = parser.parse_args(list(argv) if argv is not None else None)
-    return {key: value for key, value in vars(namespace).items() if value is not None}
+    return {key: value for key, value in vars(namespace).items() if value is not None and value is not False}
 
 
 def limit_malloc_arenas() -> None:
@@ -1601,7 +1603,9 @@ def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | N
 def main(argv: Iterable[str] | None = None) -> int:
     """Entry point of ``python hud_server.py``."""
     try:
-        settings = load_settings(parse_args(argv))
+        overrides = parse_args(argv)
+        demo = bool(overrides.pop("demo", False))
+        settings = load_settings(overrides)
     except ConfigError as exc:
         sys.stderr.write(f"hud_server: {exc}\n")  # logging is not set up yet
         return 2
@@ -1610,20 +1614,60 @@ def main(argv: Iterable[str] | None = None) -> int:
     app = create_app(settings)
     hud = app.extensions["hud"]
 
+    demo_stop = threading.Event()
+
     def stop(signum: int, frame: Any) -> None:
         """End the streams first (waitress waits for its threads), then stop serving."""
+        demo_stop.set()
         hud.end_streams()
         raise KeyboardInterrupt
 
     # SIGTERM is what Kubernetes sends; as PID 1 in a container it would otherwise be ignored.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    ready = None
+    if demo:
+        try:
+            feed = _load_demo()
+        except (OSError, ImportError) as exc:
+            sys.stderr.write(f"hud_server: --demo needs examples/simulated_run.py beside hud_server.py ({exc})\n")
+            return 2
+
+        def ready(url: str) -> None:
+            threading.Thread(target=_run_demo, args=(feed, url, settings["token"], demo_stop),
+                             name="hud-demo", daemon=True).start()
+
     try:
-        serve(app, settings)
+        serve(app, settings, ready)
     except KeyboardInterrupt:
         pass
     log.info("stopped")
     return 0
+
+
+def _load_demo() -> Any:
+    """The simulated run of examples/simulated_run.py (not part of the server's image)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "simulated_run.py")
+    spec = importlib.util.spec_from_file_location("hud_demo_run", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_demo(feed: Any, url: str, token: str, stop: threading.Event) -> None:
+    """Feed this server a simulated run until it stops."""
+    from hud_client import HUDClient
+
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):  # listening everywhere: talk to it over loopback
+        url = f"http://127.0.0.1:{port}"
+    log.info("demo: feeding a simulated run to %s", url)
+    with HUDClient(url, run_id="demo", token=token or None) as client:
+        feed.run(client, stop_event=stop)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,19 @@ def test_readme_documents_every_setting():
             default = int(default)
         row = f"| `{setting.env}` | `{setting.flag}` | `{default}` |"
         assert row in readme, f"README lacks the row for {setting.env}: {row}"
+
+
+def test_demo_serves_and_feeds_a_simulated_run():
+    """`python hud_server.py --demo` serves the HUD and feeds it a simulated run in the same command."""
+    import requests
+
+    from helpers import start_server_process, wait_until
+
+    server = start_server_process(args=["--demo"])
+    try:
+        state = wait_until(lambda: (lambda s: s if s["updates"] >= 3 and s["frames"] >= 1 else None)(
+            requests.get(server.url + "/api/state", timeout=5).json()), timeout=30, message="demo updates")
+        assert state["run_id"] == "demo"
+        assert "global_step" in state["data"] and "llm_suggestion" in state["data"]
+    finally:
+        server.stop()
