@@ -28,8 +28,13 @@ from hud_client import HUDClient  # noqa: E402
 def measure(url: str, calls: int, wait_for_sends: bool) -> dict:
     """Time ``calls`` update_training_data calls against ``url``."""
     client = HUDClient(url, max_pending=max(calls, 10_000), connect_timeout=3.0, read_timeout=3.0)
-    data = {"global_step": 0, "episode_reward": 1.5, "location": "Horon Village",
-            "position": {"x": 1, "y": 2}, "health": {"current": 3, "max": 3}}
+    data = {
+        "global_step": 0,
+        "episode_reward": 1.5,
+        "location": "Horon Village",
+        "position": {"x": 1, "y": 2},
+        "health": {"current": 3, "max": 3},
+    }
     clock = time.perf_counter_ns
     times = []
     for step in range(calls):
@@ -43,10 +48,16 @@ def measure(url: str, calls: int, wait_for_sends: bool) -> dict:
     def quantile(q: float) -> float:
         return times[min(len(times) - 1, int(q * len(times)))] / 1000
 
-    return {"calls": calls, "median_us": round(quantile(0.5), 2), "p99_us": round(quantile(0.99), 2),
-            "p999_us": round(quantile(0.999), 1), "max_us": round(times[-1] / 1000, 1),
-            "mean_us": round(statistics.fmean(times) / 1000, 2), "all_sent": flushed,
-            "sent": client.stats.sent}
+    return {
+        "calls": calls,
+        "median_us": round(quantile(0.5), 2),
+        "p99_us": round(quantile(0.99), 2),
+        "p999_us": round(quantile(0.999), 1),
+        "max_us": round(times[-1] / 1000, 1),
+        "mean_us": round(statistics.fmean(times) / 1000, 2),
+        "all_sent": flushed,
+        "sent": client.stats.sent,
+    }
 
 
 def main() -> int:
@@ -81,8 +92,10 @@ def main() -> int:
     threading.Thread(target=accept_forever, daemon=True).start()
     results["hung"] = measure(f"http://127.0.0.1:{listener.getsockname()[1]}", calls, wait_for_sends=False)
     listener.close()
-    print(f"{'server':<10} {'median':>8} {'p99':>8} {'p99.9':>8} {'max':>10}   (µs per update_training_data; "
-          "target ≤ 5 µs median)")
+    print(
+        f"{'server':<10} {'median':>8} {'p99':>8} {'p99.9':>8} {'max':>10}   (µs per update_training_data; "
+        "target ≤ 5 µs median)"
+    )
     for case in ("up", "refusing", "hung"):
         row = results[case]
         print(f"{case:<10} {row['median_us']:>8} {row['p99_us']:>8} {row['p999_us']:>8} {row['max_us']:>10}")
