@@ -47,6 +47,9 @@ DEFAULT_RUN_ID = "default"
 MIN_SPARE_THREADS = 4
 #: Seconds between checks whether a stream's browser has gone (a closed tab frees its slot within ~3 s).
 DISCONNECT_POLL_INTERVAL = 1.0
+#: Bounds of the interval at which open streams are told of new events (see EventLog.announce).
+MIN_ANNOUNCE_INTERVAL = 0.005
+MAX_ANNOUNCE_INTERVAL = 0.05
 #: Requests waitress reads ahead on a connection; above 0 lets a stream notice a closed browser.
 CHANNEL_REQUEST_LOOKAHEAD = 5
 #: Bytes waitress accepts in a body beyond max_body_bytes, so Flask (not waitress) answers 413 in JSON.
@@ -138,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stream_buffer_bytes", 256 * 1024, int, "bytes waitress buffers per connection before a write "
             "waits for the browser (and before it starts a new buffer: sent bytes are kept until then)",
             16 * 1024),
+    Setting("stream_wakeups", 4000, int, "stream wake-ups per second across all open streams: new events are "
+            f"announced every open streams / this seconds ({MIN_ANNOUNCE_INTERVAL * 1000:g} to "
+            f"{MAX_ANNOUNCE_INTERVAL * 1000:g} ms)", 1),
     Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
     Setting("event_log_bytes", 16 * MiB, int, "bytes the event log may hold", 64 * 1024),
     Setting("max_body_bytes", 8 * MiB, int, "largest request body in bytes; over it 413", 1024),
@@ -292,8 +298,19 @@ class UpdateLimits:
         return value
 
 
-#: One encoder for every payload (json.dumps with options would build one per call).
-_strict_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: json's C encoder, made once (json.dumps builds an encoder object per call): compact, ASCII,
+#: refusing NaN and infinity. No cycle check: what it encodes came from JSON text.
+_c_encoder = json.encoder.c_make_encoder(None, _no_default, json.encoder.encode_basestring_ascii, None,
+                                         ":", ",", False, False, False)
+
+
+def _strict_encode(value: Any) -> str:
+    """Compact strict JSON text of ``value`` (ValueError on NaN or infinity)."""
+    return "".join(_c_encoder(value, 0))
 
 
 def strict_dumps(value: Any) -> tuple[Any, str]:
@@ -331,40 +348,36 @@ KNOWN_SUBFIELDS: dict[str, dict[str, str]] = {
 }
 
 
-def _is_type(value: Any, kind: str) -> bool:
-    if value is None:
-        return True
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == _NUMBER:
-        return is_number
-    if kind == _STRING:
-        return isinstance(value, str)
-    if kind == _OBJECT:
-        return isinstance(value, dict)
-    if kind == _ID:
-        return is_number or isinstance(value, str)
-    if kind == _COUNT:
-        return is_number or isinstance(value, list)
-    if kind == _FLAG:
-        return is_number or isinstance(value, bool)
-    raise AssertionError(kind)
+_NONE = type(None)
+#: The exact Python types each kind allows (updates come from json.loads: no subclasses); null always.
+_KIND_TYPES: dict[str, frozenset] = {
+    _NUMBER: frozenset({int, float, _NONE}),
+    _STRING: frozenset({str, _NONE}),
+    _OBJECT: frozenset({dict, _NONE}),
+    _ID: frozenset({int, float, str, _NONE}),
+    _COUNT: frozenset({int, float, list, _NONE}),
+    _FLAG: frozenset({int, float, bool, _NONE}),
+}
+_FIELD_TYPES = {key: _KIND_TYPES[kind] for key, kind in KNOWN_FIELDS.items()}
+_SUBFIELD_TYPES = {key: {name: _KIND_TYPES[kind] for name, kind in fields.items()}
+                   for key, fields in KNOWN_SUBFIELDS.items()}
 
 
 def check_update(data: Any, where: str) -> None:
     """Refuse an update that is not an object or whose known fields have the wrong type."""
     if not isinstance(data, dict):
         raise APIError(400, "invalid_update", f"{where} must be a JSON object, got {_json_type(data)}")
-    for key in data.keys() & KNOWN_FIELDS.keys():
-        kind = KNOWN_FIELDS[key]
-        if not _is_type(data[key], kind):
+    for key in data.keys() & _FIELD_TYPES.keys():
+        if type(data[key]) not in _FIELD_TYPES[key]:
+            kind = KNOWN_FIELDS[key]
             raise APIError(400, "invalid_field",
                            f"{where}.{key} must be a {kind} or null, got {_json_type(data[key])}")
-    for key in data.keys() & KNOWN_SUBFIELDS.keys():
-        fields = KNOWN_SUBFIELDS[key]
         sub = data[key]
-        if isinstance(sub, dict):
-            for name, kind in fields.items():
-                if name in sub and not _is_type(sub[name], kind):
+        if type(sub) is dict and key in _SUBFIELD_TYPES:
+            types = _SUBFIELD_TYPES[key]
+            for name in sub.keys() & types.keys():
+                if type(sub[name]) not in types[name]:
+                    kind = KNOWN_SUBFIELDS[key][name]
                     raise APIError(400, "invalid_field",
                                    f"{where}.{key}.{name} must be a {kind} or null, "
                                    f"got {_json_type(sub[name])}")
@@ -482,6 +495,7 @@ class EventLog:
         self._last_seq = 0
         self._superseding: dict[str, int] = {}  # event name -> seq of its latest superseding event
         self.dropped = 0
+        self._announced = 0  # the newest seq waiting readers were told about
         self.changed = threading.Condition(threading.Lock())
 
     @property
@@ -514,8 +528,19 @@ class EventLog:
                 _, old = self._events.popleft()
                 self._bytes -= len(old)
                 self.dropped += 1
-            self.changed.notify_all()
-            return seq
+            return seq  # readers learn of it at the next announce()
+
+    def announce(self) -> None:
+        """Wake the waiting readers if events came since the last call.
+
+        Called on a timer, not per event: each wake of a stream's thread costs more
+        than the event, so readers are woken at most once per tick and write all
+        that is pending in one chunk.
+        """
+        with self.changed:
+            if self._last_seq != self._announced:
+                self._announced = self._last_seq
+                self.changed.notify_all()
 
     def _empty(self, seq: int | None) -> None:
         """Drop the bytes of event ``seq`` if it is still in the log (its place stays)."""
@@ -737,6 +762,7 @@ class HUD:
         self.open_streams = 0
         self._streams_lock = threading.Lock()
         self.closing = False  # set at shutdown: every stream ends
+        self._announcer: threading.Thread | None = None  # runs while streams are open
         self.changes = 0  # counts every change the store must write
         self.counts: collections.Counter = collections.Counter()  # since start, for /metrics
         self.store: Store | None = None
@@ -1023,7 +1049,23 @@ class HUD:
             if self.open_streams >= self.settings["max_streams"]:
                 return False
             self.open_streams += 1
+            if self._announcer is None:
+                self._announcer = threading.Thread(target=self._announce_events, name="hud-announcer",
+                                                   daemon=True)
+                self._announcer.start()
             return True
+
+    def _announce_events(self) -> None:
+        """Tell the open streams of new events every tick, while any stream is open."""
+        wakeups = self.settings["stream_wakeups"]
+        while True:
+            with self._streams_lock:
+                if self.open_streams == 0 or self.closing:
+                    self._announcer = None
+                    return
+                streams = self.open_streams
+            time.sleep(min(MAX_ANNOUNCE_INTERVAL, max(MIN_ANNOUNCE_INTERVAL, streams / wakeups)))
+            self.log.announce()
 
     def end_streams(self) -> None:
         """End every open stream (at shutdown, so waitress's threads can finish)."""

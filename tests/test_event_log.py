@@ -57,8 +57,8 @@ def test_event_ids_carry_boot_and_sequence():
     assert chunk.startswith("id: abc-1\nevent: training_update\ndata: {}\n\n")
 
 
-def test_waiting_reader_is_woken_by_append():
-    """A reader waiting for events wakes when one is appended."""
+def test_waiting_reader_is_woken_by_announce():
+    """A reader waiting for events wakes when new ones are announced."""
     log = EventLog("boot", max_events=10, max_bytes=10_000)
     got = []
     started = threading.Event()
@@ -71,5 +71,6 @@ def test_waiting_reader_is_woken_by_append():
     thread.start()
     started.wait(5)
     log.append("training_update", "1")
+    log.announce()
     thread.join(10)
     assert got and got[0][1] == 1
