@@ -31,7 +31,8 @@ import threading
 import time
 import uuid
 from array import array
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
@@ -132,18 +133,35 @@ MiB = 1024 * 1024
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "0.0.0.0", str, "address to listen on"),
     Setting("port", 8086, int, "TCP port to listen on (0 picks a free one)", 0, 65535),
-    Setting("threads", 40, int, "waitress worker threads; one per open stream, "
-            f"so at least max_streams + {MIN_SPARE_THREADS}", 1, 4096),
+    Setting(
+        "threads",
+        40,
+        int,
+        f"waitress worker threads; one per open stream, so at least max_streams + {MIN_SPARE_THREADS}",
+        1,
+        4096,
+    ),
     Setting("max_streams", 32, int, "open /stream connections; past it 503 with Retry-After", 1, 4000),
     Setting("session_timeout", 300.0, float, "seconds of silence after which another run may take over", 0),
     Setting("heartbeat_interval", 15.0, float, "seconds between SSE comment heartbeats", 0.05, 3600),
     Setting("stream_retry", 2000, int, "milliseconds a browser waits before reconnecting (SSE retry:)", 0),
-    Setting("stream_buffer_bytes", 256 * 1024, int, "bytes waitress buffers per connection before a write "
-            "waits for the browser (and before it starts a new buffer: sent bytes are kept until then)",
-            16 * 1024),
-    Setting("stream_wakeups", 4000, int, "stream wake-ups per second across all open streams: new events are "
-            f"announced every open streams / this seconds ({MIN_ANNOUNCE_INTERVAL * 1000:g} to "
-            f"{MAX_ANNOUNCE_INTERVAL * 1000:g} ms)", 1),
+    Setting(
+        "stream_buffer_bytes",
+        256 * 1024,
+        int,
+        "bytes waitress buffers per connection before a write "
+        "waits for the browser (and before it starts a new buffer: sent bytes are kept until then)",
+        16 * 1024,
+    ),
+    Setting(
+        "stream_wakeups",
+        4000,
+        int,
+        "stream wake-ups per second across all open streams: new events are "
+        f"announced every open streams / this seconds ({MIN_ANNOUNCE_INTERVAL * 1000:g} to "
+        f"{MAX_ANNOUNCE_INTERVAL * 1000:g} ms)",
+        1,
+    ),
     Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
     Setting("event_log_bytes", 16 * MiB, int, "bytes the event log may hold", 64 * 1024),
     Setting("max_body_bytes", 8 * MiB, int, "largest request body in bytes; over it 413", 1024),
@@ -151,21 +169,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch", 1000, int, "training updates in one /api/batch request", 1),
     Setting("max_state_keys", 1024, int, "top-level keys the merged state may hold", 1),
     Setting("max_state_bytes", 32 * MiB, int, "bytes of large values the merged state may hold", 64 * 1024),
-    Setting("history_points", 2000, int, "points kept per metric: half spread evenly over the whole run, "
-            "half the most recent", 16, 1_000_000),
+    Setting(
+        "history_points",
+        2000,
+        int,
+        "points kept per metric: half spread evenly over the whole run, half the most recent",
+        16,
+        1_000_000,
+    ),
     Setting("history_metrics", 256, int, "metrics whose history is kept; later new ones are not recorded", 1),
     Setting("recent_items", 50, int, "recent episodes and LLM suggestions kept for the dashboard's lists", 1, 10_000),
     Setting("max_update_keys", 1000, int, "keys in one update, nested ones included; over it 413", 1),
     Setting("max_depth", 32, int, "nesting depth of objects and arrays in one update; over it 400", 1, 500),
-    Setting("max_string_length", 10_000, int, "characters a text value keeps; longer text is cut with a marker",
-            16),
+    Setting("max_string_length", 10_000, int, "characters a text value keeps; longer text is cut with a marker", 16),
     Setting("max_frame_side", 4096, int, "largest frame width or height in pixels; over it 413", 16),
     Setting("token", "", str, "bearer token every write endpoint requires when set (empty: writes are open)"),
-    Setting("cors_origins", "", str, "comma-separated origins allowed to call the API from other sites "
-            "(empty: same-origin only)"),
+    Setting(
+        "cors_origins",
+        "",
+        str,
+        "comma-separated origins allowed to call the API from other sites (empty: same-origin only)",
+    ),
     Setting("data_dir", "", str, "directory for the SQLite store that survives restarts (empty: memory only)"),
-    Setting("store_interval", 0.5, float, "seconds between writes to the store (a crash loses at most this)",
-            0.05, 60),
+    Setting("store_interval", 0.5, float, "seconds between writes to the store (a crash loses at most this)", 0.05, 60),
     Setting("stale_after", 30.0, float, "seconds without an update before the dashboard says so", 1),
     Setting("title", "Zelda RL-LLM HUD", str, "page title"),
     Setting("game_name", "The Legend of Zelda: Oracle of Seasons", str, "game shown under the title"),
@@ -174,8 +200,9 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Build the settings: defaults, then HUD_* environment variables, then ``overrides``.
 
     Unknown override keys and bad values raise :class:`ConfigError` naming the setting.
@@ -199,7 +226,8 @@ def _check_together(values: dict[str, Any]) -> None:
         raise ConfigError(
             f"HUD_THREADS (--threads) must be at least HUD_MAX_STREAMS + {MIN_SPARE_THREADS} "
             f"= {values['max_streams'] + MIN_SPARE_THREADS} so /health and posts always have a "
-            f"thread; got {values['threads']}")
+            f"thread; got {values['threads']}"
+        )
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"HUD_LOG_LEVEL (--log-level): unknown level {values['log_level']!r}")
     # A frame travels base64-encoded (4/3 larger): the log must hold at least two of them.
@@ -207,7 +235,8 @@ def _check_together(values: dict[str, Any]) -> None:
         raise ConfigError(
             "HUD_EVENT_LOG_BYTES (--event-log-bytes) must be at least 3 x HUD_MAX_FRAME_BYTES "
             f"({3 * values['max_frame_bytes']}) so the log holds more than one frame; "
-            f"got {values['event_log_bytes']}")
+            f"got {values['event_log_bytes']}"
+        )
     if values["max_body_bytes"] < values["max_frame_bytes"]:
         raise ConfigError("HUD_MAX_BODY_BYTES (--max-body-bytes) must be at least HUD_MAX_FRAME_BYTES")
 
@@ -227,8 +256,7 @@ class APIError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None,
-                   **extra: Any) -> Response:
+def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra: Any) -> Response:
     """The one JSON error shape every endpoint uses."""
     body = {"status": "error", "error": code, "message": message}
     body.update(extra)
@@ -269,8 +297,11 @@ class UpdateLimits:
         Each key takes at least 5 characters (`"":0,`), each level of depth a bracket, and a
         string no more characters than the text.
         """
-        return (len(text) <= self.max_string and len(text) < 5 * self.max_keys
-                and text.count("{") + text.count("[") <= self.max_depth)
+        return (
+            len(text) <= self.max_string
+            and len(text) < 5 * self.max_keys
+            and text.count("{") + text.count("[") <= self.max_depth
+        )
 
     def apply(self, data: dict, where: str) -> dict:
         """``data`` with long text cut; raises APIError past the key or depth limit."""
@@ -286,13 +317,15 @@ class UpdateLimits:
                 return [self._walk(item, depth + 1, where, keys) for item in value]
             keys[0] += len(value)
             if keys[0] > self.max_keys:
-                raise APIError(413, "too_many_keys",
-                               f"{where} has more than HUD_MAX_UPDATE_KEYS ({self.max_keys}) keys")
+                raise APIError(
+                    413, "too_many_keys", f"{where} has more than HUD_MAX_UPDATE_KEYS ({self.max_keys}) keys"
+                )
             out = {}
             for key, item in value.items():
                 if len(key) > self.max_string:
-                    raise APIError(400, "key_too_long",
-                                   f"{where} has a key longer than HUD_MAX_STRING_LENGTH ({self.max_string})")
+                    raise APIError(
+                        400, "key_too_long", f"{where} has a key longer than HUD_MAX_STRING_LENGTH ({self.max_string})"
+                    )
                 out[key] = self._walk(item, depth + 1, where, keys)
             return out
         return value
@@ -304,8 +337,9 @@ def _no_default(value: Any) -> Any:
 
 #: json's C encoder, made once (json.dumps builds an encoder object per call): compact, ASCII,
 #: refusing NaN and infinity. No cycle check: what it encodes came from JSON text.
-_c_encoder = json.encoder.c_make_encoder(None, _no_default, json.encoder.encode_basestring_ascii, None,
-                                         ":", ",", False, False, False)
+_c_encoder = json.encoder.c_make_encoder(
+    None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+)
 
 
 def _strict_encode(value: Any) -> str:
@@ -333,11 +367,23 @@ _FLAG = "boolean or number"
 
 #: Types of the fields the dashboard knows; null is always allowed (NaN arrives as null).
 KNOWN_FIELDS: dict[str, str] = {
-    "epoch": _NUMBER, "episode": _NUMBER, "episode_id": _ID, "global_step": _NUMBER,
-    "episode_reward": _NUMBER, "episode_length": _NUMBER, "location": _STRING, "room_id": _ID,
-    "position": _OBJECT, "health": _OBJECT, "entities": _OBJECT, "llm_suggestion": _STRING,
-    "llm_calls": _NUMBER, "llm_success_rate": _NUMBER, "llm_alignment": _NUMBER,
-    "milestones": _OBJECT, "exploration": _OBJECT,
+    "epoch": _NUMBER,
+    "episode": _NUMBER,
+    "episode_id": _ID,
+    "global_step": _NUMBER,
+    "episode_reward": _NUMBER,
+    "episode_length": _NUMBER,
+    "location": _STRING,
+    "room_id": _ID,
+    "position": _OBJECT,
+    "health": _OBJECT,
+    "entities": _OBJECT,
+    "llm_suggestion": _STRING,
+    "llm_calls": _NUMBER,
+    "llm_success_rate": _NUMBER,
+    "llm_alignment": _NUMBER,
+    "milestones": _OBJECT,
+    "exploration": _OBJECT,
 }
 KNOWN_SUBFIELDS: dict[str, dict[str, str]] = {
     "position": {"x": _NUMBER, "y": _NUMBER},
@@ -359,8 +405,9 @@ _KIND_TYPES: dict[str, frozenset] = {
     _FLAG: frozenset({int, float, bool, _NONE}),
 }
 _FIELD_TYPES = {key: _KIND_TYPES[kind] for key, kind in KNOWN_FIELDS.items()}
-_SUBFIELD_TYPES = {key: {name: _KIND_TYPES[kind] for name, kind in fields.items()}
-                   for key, fields in KNOWN_SUBFIELDS.items()}
+_SUBFIELD_TYPES = {
+    key: {name: _KIND_TYPES[kind] for name, kind in fields.items()} for key, fields in KNOWN_SUBFIELDS.items()
+}
 
 
 def check_update(data: Any, where: str) -> None:
@@ -370,17 +417,18 @@ def check_update(data: Any, where: str) -> None:
     for key in data.keys() & _FIELD_TYPES.keys():
         if type(data[key]) not in _FIELD_TYPES[key]:
             kind = KNOWN_FIELDS[key]
-            raise APIError(400, "invalid_field",
-                           f"{where}.{key} must be a {kind} or null, got {_json_type(data[key])}")
+            raise APIError(400, "invalid_field", f"{where}.{key} must be a {kind} or null, got {_json_type(data[key])}")
         sub = data[key]
         if type(sub) is dict and key in _SUBFIELD_TYPES:
             types = _SUBFIELD_TYPES[key]
             for name in sub.keys() & types.keys():
                 if type(sub[name]) not in types[name]:
                     kind = KNOWN_SUBFIELDS[key][name]
-                    raise APIError(400, "invalid_field",
-                                   f"{where}.{key}.{name} must be a {kind} or null, "
-                                   f"got {_json_type(sub[name])}")
+                    raise APIError(
+                        400,
+                        "invalid_field",
+                        f"{where}.{key}.{name} must be a {kind} or null, got {_json_type(sub[name])}",
+                    )
 
 
 def _json_type(value: Any) -> str:
@@ -433,11 +481,11 @@ def image_size(raw: bytes, mime: str) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
             index += 2
             continue
-        length = int.from_bytes(raw[index + 2:index + 4], "big")
+        length = int.from_bytes(raw[index + 2 : index + 4], "big")
         if marker in _JPEG_SOF:
             if index + 9 > len(raw):
                 return None
-            return int.from_bytes(raw[index + 7:index + 9], "big"), int.from_bytes(raw[index + 5:index + 7], "big")
+            return int.from_bytes(raw[index + 7 : index + 9], "big"), int.from_bytes(raw[index + 5 : index + 7], "big")
         if length < 2:
             return None
         index += 2 + length
@@ -454,15 +502,13 @@ def decode_frame(image: Any, response_time: Any, max_bytes: int, max_side: int, 
             raise APIError(400, "invalid_image", f"{where}image_base64 data: URL must be base64")
     image = image.strip()
     if len(image) * 3 // 4 > max_bytes + 3:
-        raise APIError(413, "frame_too_large",
-                       f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
+        raise APIError(413, "frame_too_large", f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
     try:
         raw = base64.b64decode(image, validate=True)
     except (binascii.Error, ValueError):
         raise APIError(400, "invalid_image", f"{where}image_base64 is not valid base64") from None
     if len(raw) > max_bytes:
-        raise APIError(413, "frame_too_large",
-                       f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
+        raise APIError(413, "frame_too_large", f"{where}image is larger than HUD_MAX_FRAME_BYTES ({max_bytes} bytes)")
     mime = next((kind for magic, kind in _IMAGE_MAGIC if raw.startswith(magic)), None)
     if mime is None:
         raise APIError(400, "invalid_image", f"{where}image_base64 is not a JPEG or PNG image")
@@ -470,10 +516,10 @@ def decode_frame(image: Any, response_time: Any, max_bytes: int, max_side: int, 
     if size is None:
         raise APIError(400, "invalid_image", f"{where}image_base64 has no readable {mime} header")
     if max(size) > max_side:
-        raise APIError(413, "frame_too_large", f"{where}image is {size[0]}x{size[1]} pixels; "
-                       f"HUD_MAX_FRAME_SIDE is {max_side}")
-    if response_time is not None and (isinstance(response_time, bool)
-                                      or not isinstance(response_time, (int, float))):
+        raise APIError(
+            413, "frame_too_large", f"{where}image is {size[0]}x{size[1]} pixels; HUD_MAX_FRAME_SIDE is {max_side}"
+        )
+    if response_time is not None and (isinstance(response_time, bool) or not isinstance(response_time, (int, float))):
         raise APIError(400, "invalid_field", f"{where}response_time must be a number or null")
     if isinstance(response_time, float) and not math.isfinite(response_time):
         response_time = None
@@ -523,8 +569,7 @@ class EventLog:
             self._events.append((seq, chunk))
             self._bytes += len(chunk)
             self._last_seq = seq
-            while len(self._events) > 1 and (len(self._events) > self.max_events
-                                             or self._bytes > self.max_bytes):
+            while len(self._events) > 1 and (len(self._events) > self.max_events or self._bytes > self.max_bytes):
                 _, old = self._events.popleft()
                 self._bytes -= len(old)
                 self.dropped += 1
@@ -617,8 +662,9 @@ class SeriesHistory:
         self.count += 1
 
     @classmethod
-    def restored(cls, budget: int, count: int, stride: int, overview: list[tuple],
-                 recent: list[tuple]) -> "SeriesHistory":
+    def restored(
+        cls, budget: int, count: int, stride: int, overview: list[tuple], recent: list[tuple]
+    ) -> SeriesHistory:
         """A series as a store kept it (the budget may have changed since)."""
         series = cls(budget)
         series.count = count
@@ -640,7 +686,7 @@ class SeriesHistory:
             rows = [row for row in rows if row[0] >= since]
         if not rows:
             return [], [], []
-        steps, walls, values = (list(column) for column in zip(*rows))
+        steps, walls, values = (list(column) for column in zip(*rows, strict=True))
         return steps, walls, values
 
     def __len__(self) -> int:
@@ -686,8 +732,7 @@ class MetricHistory:
         history = self.series[name] = SeriesHistory(self.budget)
         return history
 
-    def export_json(self, names: Iterable[str] | None = None, since: float | None = None,
-                    times: bool = False) -> str:
+    def export_json(self, names: Iterable[str] | None = None, since: float | None = None, times: bool = False) -> str:
         """The asked-for metrics (all by default) as JSON text: {name: {steps, values[, times]}}.
 
         Written by hand rather than by json.dumps: a float's repr is most of the
@@ -701,7 +746,7 @@ class MetricHistory:
             fields = [f'"steps":[{_join_steps(steps)}]', f'"values":[{_join_values(values)}]']
             if times:
                 fields.append(f'"times":[{_join_times(walls)}]')
-            parts.append(f'{json.dumps(name)}:{{{",".join(fields)}}}')
+            parts.append(f"{json.dumps(name)}:{{{','.join(fields)}}}")
         return "{" + ",".join(parts) + "}"
 
 
@@ -787,11 +832,14 @@ class HUD:
             if idle < timeout:
                 retry_after = max(1, math.ceil(timeout - idle))
                 raise APIError(
-                    409, "session_conflict",
+                    409,
+                    "session_conflict",
                     f"run {active.run_id!r} owns the HUD (last heard {idle:.0f} s ago); run {run_id!r} "
                     f"may take over after {timeout:g} s of silence or POST /api/reset_session",
                     headers={"Retry-After": str(retry_after)},
-                    owner_run_id=active.run_id, retry_after=retry_after)
+                    owner_run_id=active.run_id,
+                    retry_after=retry_after,
+                )
         if self.start_fresh or (self.shown_run_id is not None and self.shown_run_id != run_id):
             self._clear(run_id)
         self.start_fresh = False
@@ -825,17 +873,32 @@ class HUD:
         self.suggestions.clear()
         self.last_step = None
         self._version += 1
-        meta = {"snapshot": True, "reset": True, "data": {}, "ts": None, "session_id": None,
-                "run_id": run_id, "updates": 0}
+        meta = {
+            "snapshot": True,
+            "reset": True,
+            "data": {},
+            "ts": None,
+            "session_id": None,
+            "run_id": run_id,
+            "updates": 0,
+        }
         self.log.append("training_update", json.dumps(meta, separators=(",", ":")))
-        self.log.append("vision_update", json.dumps(
-            {"snapshot": True, "image_base64": None, "mime": None, "response_time": None, "ts": None}),
-            supersedes=True)
+        self.log.append(
+            "vision_update",
+            json.dumps({"snapshot": True, "image_base64": None, "mime": None, "response_time": None, "ts": None}),
+            supersedes=True,
+        )
 
     # ---- updates
 
-    def apply(self, run_id: str | None, session_id: str | None, updates: list[dict],
-              frame: Frame | None = None, label: str = "updates[{}]") -> Session:
+    def apply(
+        self,
+        run_id: str | None,
+        session_id: str | None,
+        updates: list[dict],
+        frame: Frame | None = None,
+        label: str = "updates[{}]",
+    ) -> Session:
         """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing.
 
         ``label`` names an update in error messages (formatted with its index).
@@ -847,8 +910,9 @@ class HUD:
             try:
                 clean, text = strict_dumps(data)
             except RecursionError:
-                raise APIError(400, "too_deep",
-                               f"{where} is nested deeper than HUD_MAX_DEPTH ({limits.max_depth})") from None
+                raise APIError(
+                    400, "too_deep", f"{where} is nested deeper than HUD_MAX_DEPTH ({limits.max_depth})"
+                ) from None
             if not limits.within(text):
                 clean = limits.apply(clean, where)
                 text = _strict_encode(clean)
@@ -857,8 +921,7 @@ class HUD:
             self._check_limits(prepared)
             session = self.claim(run_id, session_id)
             now = time.time()
-            envelope = ('{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"step":%r,'
-                        '"data":%s}')
+            envelope = '{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"step":%r,"data":%s}'
             sid = json.dumps(session.session_id)
             rid = json.dumps(session.run_id)
             for clean, text in prepared:
@@ -883,8 +946,15 @@ class HUD:
         """Keep the dashboard's lists: an update with episode_reward ends an episode; new LLM advice."""
         if "episode_reward" in data:
             state = self.state  # already merged: fields the update left out come from earlier ones
-            self.episodes.append({"episode": state.get("episode"), "reward": data["episode_reward"],
-                                  "length": state.get("episode_length"), "step": step, "ts": now})
+            self.episodes.append(
+                {
+                    "episode": state.get("episode"),
+                    "reward": data["episode_reward"],
+                    "length": state.get("episode_length"),
+                    "step": step,
+                    "ts": now,
+                }
+            )
         text = data.get("llm_suggestion")
         if isinstance(text, str) and text and (not self.suggestions or self.suggestions[-1]["text"] != text):
             self.suggestions.append({"text": text, "step": step, "ts": now})
@@ -903,9 +973,12 @@ class HUD:
         for clean, _ in prepared:
             new_keys |= clean.keys() - self.state.keys()
         if len(self.state) + len(new_keys) > self.settings["max_state_keys"]:
-            raise APIError(413, "too_many_keys",
-                           f"the state would hold {len(self.state) + len(new_keys)} top-level keys; "
-                           f"HUD_MAX_STATE_KEYS is {self.settings['max_state_keys']}")
+            raise APIError(
+                413,
+                "too_many_keys",
+                f"the state would hold {len(self.state) + len(new_keys)} top-level keys; "
+                f"HUD_MAX_STATE_KEYS is {self.settings['max_state_keys']}",
+            )
         if all(len(text) <= SMALL_UPDATE_BYTES for _, text in prepared):
             return  # small updates only ever release large values
         large = dict(self._large_values)
@@ -913,9 +986,12 @@ class HUD:
             self._account(clean, text, large)
         total = sum(large.values())
         if total > self.settings["max_state_bytes"]:
-            raise APIError(413, "state_too_large",
-                           f"the state's large values would take {total} bytes; "
-                           f"HUD_MAX_STATE_BYTES is {self.settings['max_state_bytes']}")
+            raise APIError(
+                413,
+                "state_too_large",
+                f"the state's large values would take {total} bytes; "
+                f"HUD_MAX_STATE_BYTES is {self.settings['max_state_bytes']}",
+            )
 
     def _account(self, clean: dict, text: str, large: dict[str, int] | None = None) -> None:
         """Track JSON sizes of values set by big updates (small ones are bounded by the key cap)."""
@@ -944,9 +1020,16 @@ class HUD:
 
     @staticmethod
     def _frame_payload(frame: Frame, snapshot: bool) -> str:
-        return json.dumps({"snapshot": snapshot, "image_base64": frame.image_base64, "mime": frame.mime,
-                           "response_time": frame.response_time, "ts": frame.ts},
-                          separators=(",", ":"))
+        return json.dumps(
+            {
+                "snapshot": snapshot,
+                "image_base64": frame.image_base64,
+                "mime": frame.mime,
+                "response_time": frame.response_time,
+                "ts": frame.ts,
+            },
+            separators=(",", ":"),
+        )
 
     # ---- reads
 
@@ -956,17 +1039,26 @@ class HUD:
             seq = self.log.last_seq
             if self._snapshot_cache is None or self._snapshot_cache[0] != self._version:
                 session = self.session
-                body = json.dumps({
-                    "snapshot": True, "reset": False, "data": self.state, "ts": self.last_update,
-                    "session_id": session.session_id if session else None,
-                    "run_id": self.shown_run_id, "updates": self.updates,
-                }, allow_nan=False, separators=(",", ":"))
+                body = json.dumps(
+                    {
+                        "snapshot": True,
+                        "reset": False,
+                        "data": self.state,
+                        "ts": self.last_update,
+                        "session_id": session.session_id if session else None,
+                        "run_id": self.shown_run_id,
+                        "updates": self.updates,
+                    },
+                    allow_nan=False,
+                    separators=(",", ":"),
+                )
                 self._snapshot_cache = (self._version, body)
             event_id = self.log.event_id(seq)
             out = f"id: {event_id}\nevent: training_update\ndata: {self._snapshot_cache[1]}\n\n"
             if self.frame is not None:
-                out += (f"id: {event_id}\nevent: vision_update\n"
-                        f"data: {self._frame_payload(self.frame, snapshot=True)}\n\n")
+                out += (
+                    f"id: {event_id}\nevent: vision_update\ndata: {self._frame_payload(self.frame, snapshot=True)}\n\n"
+                )
             return out.encode(), seq
 
     def describe(self) -> dict[str, Any]:
@@ -981,19 +1073,27 @@ class HUD:
                 "updates": self.updates,
                 "frames": self.frames,
                 "last_update": self.last_update,
-                "frame": None if frame is None else {
-                    "ts": frame.ts, "response_time": frame.response_time, "mime": frame.mime,
-                    "bytes": frame.size},
+                "frame": None
+                if frame is None
+                else {"ts": frame.ts, "response_time": frame.response_time, "mime": frame.mime, "bytes": frame.size},
             }
 
     def history_json(self, names: Iterable[str] | None, since: float | None, times: bool) -> str:
         """Metric history for GET /api/history as JSON text, with the event id it is current to."""
         with self.lock:
-            head = json.dumps({"run_id": self.shown_run_id, "boot_id": self.boot_id, "updates": self.updates,
-                               "last_event_id": self.log.event_id(self.log.last_seq),
-                               "budget": self.settings["history_points"],
-                               "episodes": list(self.episodes), "suggestions": list(self.suggestions)},
-                              allow_nan=False, separators=(",", ":"))
+            head = json.dumps(
+                {
+                    "run_id": self.shown_run_id,
+                    "boot_id": self.boot_id,
+                    "updates": self.updates,
+                    "last_event_id": self.log.event_id(self.log.last_seq),
+                    "budget": self.settings["history_points"],
+                    "episodes": list(self.episodes),
+                    "suggestions": list(self.suggestions),
+                },
+                allow_nan=False,
+                separators=(",", ":"),
+            )
             return head[:-1] + ',"metrics":' + self.history.export_json(names, since, times) + "}"
 
     # ---- persistence
@@ -1003,10 +1103,16 @@ class HUD:
         frame = self.frame
         session = self.session
         meta = {
-            "state": self.state, "run_id": self.shown_run_id, "start_fresh": self.start_fresh,
+            "state": self.state,
+            "run_id": self.shown_run_id,
+            "start_fresh": self.start_fresh,
             "session": None if session is None else {"session_id": session.session_id, "run_id": session.run_id},
-            "updates": self.updates, "frames": self.frames, "last_update": self.last_update,
-            "last_step": self.last_step, "episodes": list(self.episodes), "suggestions": list(self.suggestions),
+            "updates": self.updates,
+            "frames": self.frames,
+            "last_update": self.last_update,
+            "last_step": self.last_step,
+            "episodes": list(self.episodes),
+            "suggestions": list(self.suggestions),
             "frame": None if frame is None else dataclasses.asdict(frame),
         }
         self._history_reset = False
@@ -1036,10 +1142,15 @@ class HUD:
                 if len(self.history.series) >= self.history.max_metrics:
                     break
                 self.history.series[name] = SeriesHistory.restored(
-                    self.history.budget, count, stride, _points_from_blob(overview), _points_from_blob(recent))
+                    self.history.budget, count, stride, _points_from_blob(overview), _points_from_blob(recent)
+                )
             self._version += 1
-        log.info("restored %d updates, %d metrics and %s from the store", self.updates,
-                 len(self.history.series), "a frame" if self.frame else "no frame")
+        log.info(
+            "restored %d updates, %d metrics and %s from the store",
+            self.updates,
+            len(self.history.series),
+            "a frame" if self.frame else "no frame",
+        )
 
     # ---- stream slots
 
@@ -1050,8 +1161,7 @@ class HUD:
                 return False
             self.open_streams += 1
             if self._announcer is None:
-                self._announcer = threading.Thread(target=self._announce_events, name="hud-announcer",
-                                                   daemon=True)
+                self._announcer = threading.Thread(target=self._announce_events, name="hud-announcer", daemon=True)
                 self._announcer.start()
             return True
 
@@ -1127,8 +1237,7 @@ class Store:
             return db, {"meta": meta, "series": series}
         except (sqlite3.DatabaseError, ValueError, OSError) as exc:
             aside = f"{self.path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
-            log.error("the store %s cannot be read (%s); moved it to %s and starting empty",
-                      self.path, exc, aside)
+            log.error("the store %s cannot be read (%s); moved it to %s and starting empty", self.path, exc, aside)
             with contextlib.suppress(Exception):
                 db.close()
             for suffix in ("", "-wal", "-shm"):
@@ -1136,16 +1245,16 @@ class Store:
                     os.replace(self.path + suffix, aside + suffix)
             return self._connect(), {"meta": {}, "series": []}
 
-    def start(self, hud: "HUD") -> None:
+    def start(self, hud: HUD) -> None:
         """Write ``hud``'s changes every interval from a daemon thread."""
         self._thread = threading.Thread(target=self._run, args=(hud,), name="hud-store", daemon=True)
         self._thread.start()
 
-    def _run(self, hud: "HUD") -> None:
+    def _run(self, hud: HUD) -> None:
         while not self._stop.wait(self.interval):
             self.write(hud)
 
-    def write(self, hud: "HUD") -> None:
+    def write(self, hud: HUD) -> None:
         """Write what changed since the last write (one transaction); errors are logged once."""
         with hud.lock:
             if hud.changes == self._written_changes:
@@ -1155,14 +1264,18 @@ class Store:
             if reset:  # a new run: its series replace all the old ones
                 self._written_counts = {}
             meta = hud.persistent_meta()
-            series = [(name, history.count, history.stride, list(history.overview), list(history.recent))
-                      for name, history in hud.history.series.items()
-                      if self._written_counts.get(name) != history.count]
+            series = [
+                (name, history.count, history.stride, list(history.overview), list(history.recent))
+                for name, history in hud.history.series.items()
+                if self._written_counts.get(name) != history.count
+            ]
             names = set(hud.history.series)
         try:
             rows = [(key, _strict_encode(value)) for key, value in meta.items()]
-            blobs = [(name, count, stride, _points_blob(overview), _points_blob(recent))
-                     for name, count, stride, overview, recent in series]
+            blobs = [
+                (name, count, stride, _points_blob(overview), _points_blob(recent))
+                for name, count, stride, overview, recent in series
+            ]
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
@@ -1170,8 +1283,10 @@ class Store:
                 if reset:
                     self.db.execute("DELETE FROM series")
                 self.db.executemany("DELETE FROM series WHERE name = ?", [(name,) for name in gone])
-                self.db.executemany("INSERT OR REPLACE INTO series (name, count, stride, overview, recent) "
-                                    "VALUES (?, ?, ?, ?, ?)", blobs)
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO series (name, count, stride, overview, recent) VALUES (?, ?, ?, ?, ?)",
+                    blobs,
+                )
             self._written_changes = changes
             for name, count, *_ in series:
                 self._written_counts[name] = count
@@ -1183,7 +1298,7 @@ class Store:
                 log.error("writing the store %s failed (%s); the HUD goes on in memory and retries", self.path, exc)
             self._failed = True
 
-    def close(self, hud: "HUD") -> None:
+    def close(self, hud: HUD) -> None:
         """Stop the writer and write the last changes (at shutdown)."""
         self._stop.set()
         if self._thread is not None:
@@ -1202,7 +1317,7 @@ def _points_from_blob(blob: bytes) -> list[tuple]:
     flat = array("d")
     flat.frombytes(blob)
     values = flat.tolist()
-    return list(zip(values[0::3], values[1::3], values[2::3]))
+    return list(zip(values[0::3], values[1::3], values[2::3], strict=True))
 
 
 # --------------------------------------------------------------------------- SSE stream
@@ -1215,8 +1330,7 @@ class EventStream:
     the server never started iterating it.
     """
 
-    def __init__(self, hud: HUD, last_event_id: str | None,
-                 client_disconnected: Callable[[], bool] | None):
+    def __init__(self, hud: HUD, last_event_id: str | None, client_disconnected: Callable[[], bool] | None):
         self.hud = hud
         self.last_event_id = last_event_id
         self.client_disconnected = client_disconnected or (lambda: False)
@@ -1225,7 +1339,7 @@ class EventStream:
         self.closed = False
         self.last_write = time.monotonic()
 
-    def __iter__(self) -> "EventStream":
+    def __iter__(self) -> EventStream:
         return self
 
     def _resume_cursor(self) -> int | None:
@@ -1300,31 +1414,44 @@ class PrometheusCollector:
         with hud.lock:
             values = []
             _numbers(hud.state, "", values)
-            run_id = hud.shown_run_id or ""
+            run_id = _label(hud.shown_run_id or "")
             counts = dict(hud.counts)
             dropped = hud.log.dropped
             last_update = hud.last_update
-        run = GaugeMetricFamily("hud_run_value", "Latest value of each numeric field of the run (a.b for nested)",
-                                labels=["run_id", "metric"])
+        run = GaugeMetricFamily(
+            "hud_run_value",
+            "Latest value of each numeric field of the run (a.b for nested)",
+            labels=["run_id", "metric"],
+        )
         for name, value in values:
             run.add_metric([run_id, name], value)
         yield run
         yield GaugeMetricFamily("hud_open_streams", "Open /stream connections (dashboards)", value=hud.open_streams)
-        yield GaugeMetricFamily("hud_max_streams", "Most /stream connections allowed (HUD_MAX_STREAMS)",
-                                value=hud.settings["max_streams"])
-        yield CounterMetricFamily("hud_updates_received", "Training updates applied since start",
-                                  value=counts.get("updates", 0))
+        yield GaugeMetricFamily(
+            "hud_max_streams", "Most /stream connections allowed (HUD_MAX_STREAMS)", value=hud.settings["max_streams"]
+        )
+        yield CounterMetricFamily(
+            "hud_updates_received", "Training updates applied since start", value=counts.get("updates", 0)
+        )
         yield CounterMetricFamily("hud_frames_received", "Frames received since start", value=counts.get("frames", 0))
-        yield CounterMetricFamily("hud_session_takeovers", "Times a new run took over the HUD",
-                                  value=counts.get("takeovers", 0))
+        yield CounterMetricFamily(
+            "hud_session_takeovers", "Times a new run took over the HUD", value=counts.get("takeovers", 0)
+        )
         yield CounterMetricFamily("hud_dropped_events", "Events evicted from the bounded event log", value=dropped)
-        rejected = CounterMetricFamily("hud_rejected_requests", "Requests answered with an error, by status",
-                                       labels=["status"])
+        rejected = CounterMetricFamily(
+            "hud_rejected_requests", "Requests answered with an error, by status", labels=["status"]
+        )
         for status, count in sorted((k, v) for k, v in counts.items() if isinstance(k, int)):
             rejected.add_metric([str(status)], count)
         yield rejected
-        yield GaugeMetricFamily("hud_last_update_timestamp_seconds", "Unix time of the last training update",
-                                value=last_update or 0)
+        yield GaugeMetricFamily(
+            "hud_last_update_timestamp_seconds", "Unix time of the last training update", value=last_update or 0
+        )
+
+
+def _label(text: str) -> str:
+    """A label value UTF-8 can encode: JSON may carry lone surrogates (\\ud800), which it cannot."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _numbers(data: dict, prefix: str, out: list) -> None:
@@ -1332,9 +1459,9 @@ def _numbers(data: dict, prefix: str, out: list) -> None:
     for key, value in data.items():
         kind = type(value)
         if kind is float or (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX):
-            out.append((prefix + key, float(value)))
+            out.append((_label(prefix + key), float(value)))
         elif kind is bool:
-            out.append((prefix + key, 1.0 if value else 0.0))
+            out.append((_label(prefix + key), 1.0 if value else 0.0))
         elif kind is dict:
             _numbers(value, prefix + key + ".", out)
 
@@ -1389,8 +1516,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the HUD app: settings from HUD_* environment variables, overridden by ``config``."""
     settings = load_settings(config)
     here = os.path.dirname(os.path.abspath(__file__))
-    app = Flask(__name__, template_folder=os.path.join(here, "templates"),
-                static_folder=os.path.join(here, "static"))
+    app = Flask(__name__, template_folder=os.path.join(here, "templates"), static_folder=os.path.join(here, "static"))
     app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
     app.config["HUD_SETTINGS"] = settings
     app.json.sort_keys = False
@@ -1410,8 +1536,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if origins:
         from flask_cors import CORS
 
-        CORS(app, origins=origins, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-             methods=["GET", "POST"], max_age=600)
+        CORS(
+            app,
+            origins=origins,
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            methods=["GET", "POST"],
+            max_age=600,
+        )
 
     @app.before_request
     def require_token():
@@ -1419,8 +1550,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return None
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
-            return error_response(401, "unauthorized", "this HUD needs 'Authorization: Bearer <HUD_TOKEN>' "
-                                  "to write", headers={"WWW-Authenticate": 'Bearer realm="hud"'})
+            return error_response(
+                401,
+                "unauthorized",
+                "this HUD needs 'Authorization: Bearer <HUD_TOKEN>' to write",
+                headers={"WWW-Authenticate": 'Bearer realm="hud"'},
+            )
         return None
 
     @app.errorhandler(APIError)
@@ -1450,29 +1585,37 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/metrics")
     def metrics():
-        return Response(generate_latest(metrics_registry), mimetype=PROMETHEUS_CONTENT_TYPE)
+        return Response(generate_latest(metrics_registry), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.get("/")
     def index():
-        return render_template("index.html", title=settings["title"], game_name=settings["game_name"],
-                               stale_after=settings["stale_after"])
+        return render_template(
+            "index.html", title=settings["title"], game_name=settings["game_name"], stale_after=settings["stale_after"]
+        )
 
     @app.get("/health")
     def health():
-        return jsonify(status="healthy", boot_id=hud.boot_id,
-                       uptime_s=round(time.time() - hud.started, 3), open_streams=hud.open_streams)
+        return jsonify(
+            status="healthy",
+            boot_id=hud.boot_id,
+            uptime_s=round(time.time() - hud.started, 3),
+            open_streams=hud.open_streams,
+        )
 
     @app.get("/stream")
     def stream():
         if not hud.acquire_stream():
             retry = max(1, round(settings["stream_retry"] / 1000))
-            return error_response(503, "too_many_streams",
-                                  f"{settings['max_streams']} dashboards are open, the most "
-                                  "HUD_MAX_STREAMS allows; retry later",
-                                  headers={"Retry-After": str(retry)})
+            return error_response(
+                503,
+                "too_many_streams",
+                f"{settings['max_streams']} dashboards are open, the most HUD_MAX_STREAMS allows; retry later",
+                headers={"Retry-After": str(retry)},
+            )
         try:
-            events = EventStream(hud, request.headers.get("Last-Event-ID"),
-                                 request.environ.get("waitress.client_disconnected"))
+            events = EventStream(
+                hud, request.headers.get("Last-Event-ID"), request.environ.get("waitress.client_disconnected")
+            )
             response = Response(events, mimetype="text/event-stream")
         except BaseException:
             hud.release_stream()
@@ -1486,8 +1629,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         run_id, session_id = _ids(_body_object(allow_empty=True))
         with hud.lock:
             session = hud.claim(run_id, session_id)
-        return jsonify(session_id=session.session_id, status="registered", run_id=session.run_id,
-                       boot_id=hud.boot_id)
+        return jsonify(session_id=session.session_id, status="registered", run_id=session.run_id, boot_id=hud.boot_id)
 
     @app.post("/api/update_training")
     def update_training():
@@ -1503,8 +1645,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def update_vision():
         body = _body_object()
         run_id, session_id = _ids(body)
-        frame = decode_frame(body.get("image_base64"), body.get("response_time"),
-                             settings["max_frame_bytes"], settings["max_frame_side"], "")
+        frame = decode_frame(
+            body.get("image_base64"),
+            body.get("response_time"),
+            settings["max_frame_bytes"],
+            settings["max_frame_side"],
+            "",
+        )
         session = hud.set_frame(run_id, session_id, frame)
         return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
 
@@ -1516,19 +1663,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if not isinstance(updates, list):
             raise APIError(400, "invalid_body", f"updates must be an array, got {_json_type(updates)}")
         if len(updates) > settings["max_batch"]:
-            raise APIError(413, "batch_too_large",
-                           f"{len(updates)} updates in one batch; HUD_MAX_BATCH is {settings['max_batch']}")
+            raise APIError(
+                413, "batch_too_large", f"{len(updates)} updates in one batch; HUD_MAX_BATCH is {settings['max_batch']}"
+            )
         for index, data in enumerate(updates):
             check_update(data, f"updates[{index}]")
         frame = None
         if body.get("frame") is not None:
             if not isinstance(body["frame"], dict):
                 raise APIError(400, "invalid_body", "frame must be an object")
-            frame = decode_frame(body["frame"].get("image_base64"), body["frame"].get("response_time"),
-                                 settings["max_frame_bytes"], settings["max_frame_side"], "frame.")
+            frame = decode_frame(
+                body["frame"].get("image_base64"),
+                body["frame"].get("response_time"),
+                settings["max_frame_bytes"],
+                settings["max_frame_side"],
+                "frame.",
+            )
         session = hud.apply(run_id, session_id, updates, frame)
-        return jsonify(status="updated", applied=len(updates), session_id=session.session_id,
-                       boot_id=hud.boot_id)
+        return jsonify(status="updated", applied=len(updates), session_id=session.session_id, boot_id=hud.boot_id)
 
     @app.post("/api/reset_session")
     def reset_session():
@@ -1539,8 +1691,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/api/state")
     def state():
         body = hud.describe()
-        return Response(json.dumps(body, allow_nan=False, separators=(",", ":")),
-                        mimetype="application/json")
+        return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), mimetype="application/json")
 
     @app.get("/api/history")
     def history():
@@ -1576,13 +1727,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def parse_args(argv: Iterable[str] | None = None) -> dict[str, Any]:
     """Read the command-line flags (one per setting); only the flags given are returned."""
     parser = argparse.ArgumentParser(
-        prog="hud_server.py", description="Serve the HUD: a live dashboard for RL training.",
-        epilog="Every flag can also be set with its HUD_* environment variable; flags win.")
+        prog="hud_server.py",
+        description="Serve the HUD: a live dashboard for RL training.",
+        epilog="Every flag can also be set with its HUD_* environment variable; flags win.",
+    )
     for setting in SETTINGS:
-        parser.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.type.__name__.upper(),
-                            help=f"{setting.help} [{setting.env}, default {setting.default!r}]")
-    parser.add_argument("--demo", action="store_true",
-                        help="also feed the HUD a simulated run (examples/simulated_run.py), to see it work")
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.type.__name__.upper(),
+            help=f"{setting.help} [{setting.env}, default {setting.default!r}]",
+        )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also feed the HUD a simulated run (examples/simulated_run.py), to see it work",
+    )
     namespace = parser.parse_args(list(argv) if argv is not None else None)
     return {key: value for key, value in vars(namespace).items() if value is not None and value is not False}
 
@@ -1628,8 +1789,7 @@ def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | N
     limit_malloc_arenas()
     server = build_server(app, settings)
     url = f"http://{server.effective_host}:{server.effective_port}"
-    log.info("HUD serving on %s (threads=%d, max_streams=%d)", url, settings["threads"],
-             settings["max_streams"])
+    log.info("HUD serving on %s (threads=%d, max_streams=%d)", url, settings["threads"], settings["max_streams"])
     if ready is not None:
         ready(url)
     try:
@@ -1651,8 +1811,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"hud_server: {exc}\n")  # logging is not set up yet
         return 2
-    logging.basicConfig(level=settings["log_level"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     hud = app.extensions["hud"]
 
@@ -1676,8 +1835,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 2
 
         def ready(url: str) -> None:
-            threading.Thread(target=_run_demo, args=(feed, url, settings["token"], demo_stop),
-                             name="hud-demo", daemon=True).start()
+            threading.Thread(
+                target=_run_demo, args=(feed, url, settings["token"], demo_stop), name="hud-demo", daemon=True
+            ).start()
 
     try:
         serve(app, settings, ready)

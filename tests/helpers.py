@@ -55,6 +55,9 @@ class LiveServer:
         """Close the server and wait for its thread."""
         self.hud.end_streams()
         self.server.close()
+        # Closing the listener leaves kept-alive connections in waitress's loop: close them so it ends.
+        for channel in list(self.server._map.values()):
+            channel.close()
         self.thread.join(timeout=10)
 
 
@@ -106,8 +109,9 @@ class ServerProcess:
         self.process.wait(10)
 
 
-def start_server_process(port: int | None = None, env: dict | None = None,
-                         args: list[str] | None = None) -> ServerProcess:
+def start_server_process(
+    port: int | None = None, env: dict | None = None, args: list[str] | None = None
+) -> ServerProcess:
     """Start ``python hud_server.py`` on ``port`` (a free one by default) and wait until it answers."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HUD_")}
@@ -115,7 +119,12 @@ def start_server_process(port: int | None = None, env: dict | None = None,
     full_env.update(env or {})
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "hud_server.py"), *(args or [])],
-        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     handle = ServerProcess(process, port, f"http://127.0.0.1:{port}")
     threading.Thread(target=_drain, args=(process, handle.output), daemon=True).start()
 
