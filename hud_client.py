@@ -61,8 +61,8 @@ _REJECTED_STATUSES = frozenset({400, 413, 422})
 # Answers after which the server asks to be left alone for a while (Retry-After).
 _BUSY_STATUSES = frozenset({409, 429, 503})
 _JSON_HEADERS = {"Content-Type": "application/json"}
-_JPEG_B64_PREFIX = "/9j/"            # base64 of FF D8 FF
-_PNG_B64_PREFIX = "iVBORw0KGgo"      # base64 of 89 50 4E 47 0D 0A 1A 0A
+_JPEG_B64_PREFIX = "/9j/"  # base64 of FF D8 FF
+_PNG_B64_PREFIX = "iVBORw0KGgo"  # base64 of 89 50 4E 47 0D 0A 1A 0A
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 # Error codes of a 413 that mean "fewer updates per POST": the client lowers its batch size for good.
@@ -94,8 +94,7 @@ def to_json_value(value: Any) -> Any:
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is dict:
-        return {(key if type(key) is str else _json_key(key)): to_json_value(item)
-                for key, item in value.items()}
+        return {(key if type(key) is str else _json_key(key)): to_json_value(item) for key, item in value.items()}
     if kind is list or kind is tuple:
         return [to_json_value(item) for item in value]
     return _convert_other(value)
@@ -130,8 +129,7 @@ def _convert_other(value: Any) -> Any:
     if isinstance(value, str):
         return str(value)
     if isinstance(value, collections.abc.Mapping):
-        return {(key if type(key) is str else _json_key(key)): to_json_value(item)
-                for key, item in value.items()}
+        return {(key if type(key) is str else _json_key(key)): to_json_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
         return [to_json_value(item) for item in value]
     if isinstance(value, (datetime.date, datetime.time)):
@@ -177,8 +175,9 @@ def _check_image(image: Any, copy: bool = True) -> tuple[str, Any]:
     pil_image = sys.modules.get("PIL.Image")
     if pil_image is not None and isinstance(image, pil_image.Image):
         return "pil", image.copy() if copy else image
-    raise TypeError("image must be base64 str, JPEG/PNG bytes, a uint8 numpy array or a PIL image, "
-                    f"not {kind.__name__}")
+    raise TypeError(
+        f"image must be base64 str, JPEG/PNG bytes, a uint8 numpy array or a PIL image, not {kind.__name__}"
+    )
 
 
 def _require_pillow() -> None:
@@ -318,13 +317,23 @@ class HUDClient:
     Make one client per process: a child started with ``fork`` should build its own.
     """
 
-    def __init__(self, hud_url: str | None = None, *, run_id: str | None = None,
-                 max_pending: int = 10_000, max_batch: int = 500,
-                 max_body_bytes: int = 4 * 1024 * 1024,
-                 connect_timeout: float = 1.0, read_timeout: float = 5.0,
-                 backoff_initial: float = 0.25, backoff_max: float = 10.0,
-                 exit_timeout: float = 1.0, jpeg_quality: int = 85,
-                 token: str | None = None, session: Any = None) -> None:
+    def __init__(
+        self,
+        hud_url: str | None = None,
+        *,
+        run_id: str | None = None,
+        max_pending: int = 10_000,
+        max_batch: int = 500,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 5.0,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 10.0,
+        exit_timeout: float = 1.0,
+        jpeg_quality: int = 85,
+        token: str | None = None,
+        session: Any = None,
+    ) -> None:
         if hud_url is None:
             hud_url = os.environ.get(ENV_URL, "")
         if not isinstance(hud_url, str):
@@ -365,7 +374,7 @@ class HUDClient:
         # _accepted = updates appended, _removed = updates gone from the buffer (sent, dropped
         # or rejected), so the buffer holds positions _removed+1 .. _accepted.
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)      # the sender waits here for work
+        self._work = threading.Condition(self._lock)  # the sender waits here for work
         self._progress = threading.Condition(self._lock)  # flush() waits here
         self._updates: collections.deque = collections.deque(maxlen=self._max_pending)
         self._accepted = 0
@@ -385,11 +394,11 @@ class HUDClient:
         self._boot_id: str | None = None
         self._need_register = True
         self._lost_session = False
-        self._merged: dict = {}                 # top-level merge of every update sent
-        self._last_frame: dict | None = None    # the last frame sent, as posted
+        self._merged: dict = {}  # top-level merge of every update sent
+        self._last_frame: dict | None = None  # the last frame sent, as posted
         self._encoded_frame: tuple | None = None  # (frame number, base64) kept across retries
         self._batch_ceiling = self._max_batch  # lowered when the server says batches are too big
-        self._batch_limit = self._max_batch    # lowered for a while to isolate a refused update
+        self._batch_limit = self._max_batch  # lowered for a while to isolate a refused update
         self._frame_alone = False
         self._logged_kinds: set = set()
         self._owns_session = session is None
@@ -430,10 +439,15 @@ class HUDClient:
         with self._lock:
             counts = self._counts
             return HUDClientStats(
-                sent=counts["sent"], dropped=counts["dropped"], rejected=counts["rejected"],
-                failed=counts["failed"], pending=len(self._updates) + (self._frame is not None),
-                frames_sent=counts["frames_sent"], frames_dropped=counts["frames_dropped"],
-                last_error=self._last_error)
+                sent=counts["sent"],
+                dropped=counts["dropped"],
+                rejected=counts["rejected"],
+                failed=counts["failed"],
+                pending=len(self._updates) + (self._frame is not None),
+                frames_sent=counts["frames_sent"],
+                frames_dropped=counts["frames_dropped"],
+                last_error=self._last_error,
+            )
 
     # ---- the calls a training loop makes
 
@@ -459,8 +473,10 @@ class HUDClient:
         try:
             "".join(data)  # the fastest way to check that every key is a str (C loop, no Python)
         except TypeError:
-            raise TypeError("training data keys must be str, got "
-                            + ", ".join(sorted({type(k).__name__ for k in data if not isinstance(k, str)})))
+            raise TypeError(
+                "training data keys must be str, got "
+                + ", ".join(sorted({type(k).__name__ for k in data if not isinstance(k, str)}))
+            ) from None
         if not self._accepting or not data:
             return
         update = data.copy()
@@ -494,8 +510,9 @@ class HUDClient:
                 another shape.
             ImportError: an array or PIL image was given and Pillow is not installed.
         """
-        if response_time is not None and (isinstance(response_time, bool)
-                                          or not isinstance(response_time, (int, float))):
+        if response_time is not None and (
+            isinstance(response_time, bool) or not isinstance(response_time, (int, float))
+        ):
             raise TypeError(f"response_time must be a number or None, not {type(response_time).__name__}")
         kind, payload = _check_image(image, copy=self._accepting)
         if not self._accepting:
@@ -571,11 +588,10 @@ class HUDClient:
                 self._session.close()
         if not flushed:
             stats = self.stats
-            logger.warning("HUD client closed with %d item(s) unsent (last error: %s)",
-                           stats.pending, stats.last_error)
+            logger.warning("HUD client closed with %d item(s) unsent (last error: %s)", stats.pending, stats.last_error)
         return flushed
 
-    def __enter__(self) -> "HUDClient":
+    def __enter__(self) -> HUDClient:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -658,8 +674,12 @@ class HUDClient:
             self._observe(reply.body)
             logger.debug("registered run %r as session %s", self._run_id, self._session_id)
         else:  # an older server without the endpoint: posts adopt a session anyway
-            self._log_once(f"register:{reply.status}", logging.INFO,
-                           "HUD registration answered %s; sending anyway", reply.describe())
+            self._log_once(
+                f"register:{reply.status}",
+                logging.INFO,
+                "HUD registration answered %s; sending anyway",
+                reply.describe(),
+            )
         return None
 
     def _send_replay(self) -> tuple[str, float] | None:
@@ -677,12 +697,15 @@ class HUDClient:
             if reply.body is not None:
                 self._observe(reply.body, replaying=True)
             self._finish_replay()
-            logger.info("HUD restarted or lost the session; re-sent the latest state (%d keys)",
-                        len(self._merged))
+            logger.info("HUD restarted or lost the session; re-sent the latest state (%d keys)", len(self._merged))
             return None
         if reply.error is None and reply.status in _REJECTED_STATUSES:
-            self._log_once(f"replay:{reply.error_code()}", logging.WARNING,
-                           "HUD refused the re-sent state (%s); carrying on without it", reply.describe())
+            self._log_once(
+                f"replay:{reply.error_code()}",
+                logging.WARNING,
+                "HUD refused the re-sent state (%s); carrying on without it",
+                reply.describe(),
+            )
             self._finish_replay()
             return None
         return self._failed(reply)
@@ -712,8 +735,9 @@ class HUDClient:
             text, value = _encode_update(update)
             if text is None:
                 unsendable += 1
-                self._log_once("unsendable", logging.WARNING,
-                               "dropped a training update that cannot be made JSON: %s", value)
+                self._log_once(
+                    "unsendable", logging.WARNING, "dropped a training update that cannot be made JSON: %s", value
+                )
                 continue
             texts.append(text)
             plain.append(value)
@@ -746,9 +770,13 @@ class HUDClient:
             split = self._split(batch, too_big=reply.status == 413 and reply.error_code() in _SIZE_ERRORS)
             if split is not None:
                 return split
-            self._log_once(f"rejected:{reply.error_code()}", logging.WARNING,
-                           "HUD refused %s (%s); dropped it", "a frame" if not batch.updates
-                           else "a training update", reply.describe())
+            self._log_once(
+                f"rejected:{reply.error_code()}",
+                logging.WARNING,
+                "HUD refused %s (%s); dropped it",
+                "a frame" if not batch.updates else "a training update",
+                reply.describe(),
+            )
             with self._lock:
                 self._last_error = reply.describe()
             self._settle(batch, accepted=False)
@@ -782,8 +810,9 @@ class HUDClient:
             try:
                 image = _encode_image(kind, payload, self._jpeg_quality)
             except Exception as exc:
-                self._log_once("encode", logging.WARNING, "could not encode a frame (%s: %s); dropped it",
-                               type(exc).__name__, exc)
+                self._log_once(
+                    "encode", logging.WARNING, "could not encode a frame (%s: %s); dropped it", type(exc).__name__, exc
+                )
                 return None
             self._encoded_frame = (number, image)
         if isinstance(response_time, float) and not math.isfinite(response_time):
@@ -853,9 +882,16 @@ class HUDClient:
             self._last_error = text
             pending = len(self._updates)
         level = logging.DEBUG if self._stopping else logging.WARNING  # a closed client stays quiet
-        self._log_once(kind, level,
-                       "HUD at %s: %s; training goes on, %d update(s) buffered (up to %d) and retried",
-                       self._url, text, pending, self._max_pending, exc_info=exc_info)
+        self._log_once(
+            kind,
+            level,
+            "HUD at %s: %s; training goes on, %d update(s) buffered (up to %d) and retried",
+            self._url,
+            text,
+            pending,
+            self._max_pending,
+            exc_info=exc_info,
+        )
 
     def _log_once(self, kind: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log at ``level`` the first time ``kind`` happens (until the server is reachable again)."""
@@ -868,9 +904,12 @@ class HUDClient:
     def _post(self, path: str, body: str) -> _Reply:
         """POST a JSON body; never raises (the reply holds the exception instead)."""
         try:
-            response = self._session.post(self._url + path, data=body.encode("utf-8"),
-                                          headers=self._headers,
-                                          timeout=(self._connect_timeout, self._read_timeout))
+            response = self._session.post(
+                self._url + path,
+                data=body.encode("utf-8"),
+                headers=self._headers,
+                timeout=(self._connect_timeout, self._read_timeout),
+            )
         except (requests.RequestException, OSError, ValueError) as exc:
             return _Reply(error=exc)
         try:
@@ -878,8 +917,11 @@ class HUDClient:
         except ValueError:
             payload = None
         headers = getattr(response, "headers", None) or {}
-        return _Reply(response.status_code, payload if isinstance(payload, dict) else None,
-                      retry_header=headers.get("Retry-After"))
+        return _Reply(
+            response.status_code,
+            payload if isinstance(payload, dict) else None,
+            retry_header=headers.get("Retry-After"),
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -912,8 +954,7 @@ def _encode_update(update: dict) -> tuple[str | None, Any]:
 def _positive(name: str, value: Any, kind: type) -> Any:
     """Check a numeric setting: the right type and above zero."""
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise TypeError(f"{name} must be {'a number' if kind is float else 'an int'}, "
-                        f"not {type(value).__name__}")
+        raise TypeError(f"{name} must be {'a number' if kind is float else 'an int'}, not {type(value).__name__}")
     if not value > 0 or (kind is float and not math.isfinite(value)):
         raise ValueError(f"{name} must be above 0, got {value!r}")
     return kind(value)

@@ -41,8 +41,11 @@ def kill_trial(seconds: float) -> dict:
                 pause = due - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)  # pacing the feed at RATE, not waiting for a result
-                response = session.post(server.url + "/api/update_training",
-                                        json={"session_id": None, "data": {"global_step": acknowledged}}, timeout=5)
+                response = session.post(
+                    server.url + "/api/update_training",
+                    json={"session_id": None, "data": {"global_step": acknowledged}},
+                    timeout=5,
+                )
                 response.raise_for_status()
                 acknowledged += 1
         finally:
@@ -52,8 +55,12 @@ def kill_trial(seconds: float) -> dict:
             restored = requests.get(restarted.url + "/api/state", timeout=5).json()["updates"]
         finally:
             restarted.stop()
-    return {"acknowledged": acknowledged, "restored": restored, "lost": acknowledged - restored,
-            "lost_seconds": round((acknowledged - restored) / RATE, 3)}
+    return {
+        "acknowledged": acknowledged,
+        "restored": restored,
+        "lost": acknowledged - restored,
+        "lost_seconds": round((acknowledged - restored) / RATE, 3),
+    }
 
 
 def sigterm_trial() -> float:
@@ -61,8 +68,9 @@ def sigterm_trial() -> float:
     with tempfile.TemporaryDirectory() as data_dir:
         server = start_server_process(env={"HUD_DATA_DIR": data_dir, "HUD_LOG_LEVEL": "WARNING"})
         stream = requests.get(server.url + "/stream", stream=True, timeout=5)
-        requests.post(server.url + "/api/batch", json={"updates": [{"global_step": i} for i in range(1000)]},
-                      timeout=10).raise_for_status()
+        requests.post(
+            server.url + "/api/batch", json={"updates": [{"global_step": i} for i in range(1000)]}, timeout=10
+        ).raise_for_status()
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(30)
@@ -81,8 +89,9 @@ def main() -> int:
     kills = [kill_trial(1.0 if args.quick else 3.0) for _ in range(trials)]
     exits = [sigterm_trial() for _ in range(trials)]
     worst = max(trial["lost_seconds"] for trial in kills)
-    print(f"updates lost across kill -9 at {RATE}/s: {[t['lost'] for t in kills]} "
-          f"(worst {worst} s worth; target <= 1 s)")
+    print(
+        f"updates lost across kill -9 at {RATE}/s: {[t['lost'] for t in kills]} (worst {worst} s worth; target <= 1 s)"
+    )
     print(f"SIGTERM to exit: median {statistics.median(exits):.2f} s, max {max(exits):.2f} s")
     print(json.dumps({"kill_trials": kills, "sigterm_exit_s": exits}, indent=2))
     return 0

@@ -10,7 +10,8 @@ import pytest
 import hud_server
 
 PNG_1PX = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
 # A JPEG as far as the server reads one: start of image, a baseline frame header (2x3 px), end.
 JPEG_MAGIC = b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x03\x00\x02\x01\x01\x11\x00\xff\xd9"
 
@@ -44,10 +45,14 @@ def test_health_is_cheap_json(client, hud):
 def test_register_then_update_merges_top_level_keys(client):
     """Training updates merge into the state: a top-level key replaces its old value."""
     session_id = post(client, "/api/register_session").get_json()["session_id"]
-    post(client, "/api/update_training", {"session_id": session_id,
-                                          "data": {"global_step": 1, "health": {"current": 3, "max": 12}}})
-    response = post(client, "/api/update_training", {"session_id": session_id,
-                                                     "data": {"health": {"current": 2}, "epoch": 4}})
+    post(
+        client,
+        "/api/update_training",
+        {"session_id": session_id, "data": {"global_step": 1, "health": {"current": 3, "max": 12}}},
+    )
+    response = post(
+        client, "/api/update_training", {"session_id": session_id, "data": {"health": {"current": 2}, "epoch": 4}}
+    )
     assert response.status_code == 200
     assert response.get_json()["status"] == "updated"
     state = client.get("/api/state").get_json()
@@ -75,8 +80,7 @@ def test_batch_applies_updates_in_order_with_frame(client):
     """A batch applies every update in order and then its frame."""
     updates = [{"global_step": step, "episode_reward": step * 0.5} for step in range(50)]
     frame = {"image_base64": base64.b64encode(PNG_1PX).decode(), "response_time": 0.25}
-    response = post(client, "/api/batch", {"session_id": None, "run_id": "r1", "updates": updates,
-                                           "frame": frame})
+    response = post(client, "/api/batch", {"session_id": None, "run_id": "r1", "updates": updates, "frame": frame})
     assert response.status_code == 200
     assert response.get_json()["applied"] == 50
     state = client.get("/api/state").get_json()
@@ -105,14 +109,17 @@ def test_frame_404_before_any_frame(client):
 
 
 @pytest.mark.parametrize("path", ["/api/update_training", "/api/update_vision", "/api/batch"])
-@pytest.mark.parametrize("raw,code", [
-    ("{not json", "invalid_json"),
-    ("[1, 2, 3]", "invalid_body"),
-    ('"text"', "invalid_body"),
-    ("null", "invalid_body"),
-    ("", "invalid_body"),
-    ("17", "invalid_body"),
-])
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2, 3]", "invalid_body"),
+        ('"text"', "invalid_body"),
+        ("null", "invalid_body"),
+        ("", "invalid_body"),
+        ("17", "invalid_body"),
+    ],
+)
 def test_bodies_that_are_not_objects_are_400(client, path, raw, code):
     """Malformed JSON and bodies that are not objects get a 400 JSON error, never a 500."""
     assert_error(post(client, path, raw=raw), 400, code)
@@ -130,20 +137,22 @@ def test_update_without_data_is_400(client):
     assert_error(post(client, "/api/update_training", {"session_id": None}), 400, "invalid_body")
 
 
-@pytest.mark.parametrize("data,field", [
-    ({"global_step": "ten"}, "global_step"),
-    ({"episode_reward": [1]}, "episode_reward"),
-    ({"health": 3}, "health"),
-    ({"health": {"current": "full"}}, "health.current"),
-    ({"position": {"x": {}}}, "position.x"),
-    ({"llm_suggestion": 42}, "llm_suggestion"),
-    ({"epoch": True}, "epoch"),
-    ({"milestones": {"dungeon_entered": "yes"}}, "milestones.dungeon_entered"),
-])
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        ({"global_step": "ten"}, "global_step"),
+        ({"episode_reward": [1]}, "episode_reward"),
+        ({"health": 3}, "health"),
+        ({"health": {"current": "full"}}, "health.current"),
+        ({"position": {"x": {}}}, "position.x"),
+        ({"llm_suggestion": 42}, "llm_suggestion"),
+        ({"epoch": True}, "epoch"),
+        ({"milestones": {"dungeon_entered": "yes"}}, "milestones.dungeon_entered"),
+    ],
+)
 def test_known_fields_with_wrong_types_are_400(client, data, field):
     """A known field of the wrong type is refused with a message naming the field."""
-    body = assert_error(post(client, "/api/update_training", {"session_id": None, "data": data}),
-                        400, "invalid_field")
+    body = assert_error(post(client, "/api/update_training", {"session_id": None, "data": data}), 400, "invalid_field")
     assert field in body["message"]
     assert client.get("/api/state").get_json()["updates"] == 0
 
@@ -163,13 +172,16 @@ def test_bad_batch_changes_nothing(client):
     assert client.get("/api/state").get_json()["updates"] == 0
 
 
-@pytest.mark.parametrize("body,code", [
-    ({"updates": {"a": 1}}, "invalid_body"),
-    ({"updates": [1]}, "invalid_update"),
-    ({"updates": [], "frame": "x"}, "invalid_body"),
-    ({"updates": [], "run_id": 5}, "invalid_field"),
-    ({"updates": [], "session_id": ["x"]}, "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ({"updates": {"a": 1}}, "invalid_body"),
+        ({"updates": [1]}, "invalid_update"),
+        ({"updates": [], "frame": "x"}, "invalid_body"),
+        ({"updates": [], "run_id": 5}, "invalid_field"),
+        ({"updates": [], "session_id": ["x"]}, "invalid_field"),
+    ],
+)
 def test_malformed_batches_are_400(client, body, code):
     """Batches of the wrong shape are 400 with a code saying what is wrong."""
     assert_error(post(client, "/api/batch", body), 400, code)
@@ -178,22 +190,21 @@ def test_malformed_batches_are_400(client, body, code):
 @pytest.mark.parametrize("image", [None, "", "!!!not base64!!!", base64.b64encode(b"GIF89a....").decode(), 17])
 def test_images_that_are_not_base64_jpeg_or_png_are_400(client, image):
     """An image that is missing, not base64, or not a JPEG/PNG is a 400."""
-    assert_error(post(client, "/api/update_vision", {"session_id": None, "image_base64": image}),
-                 400, "invalid_image")
+    assert_error(post(client, "/api/update_vision", {"session_id": None, "image_base64": image}), 400, "invalid_image")
     assert client.get("/api/state").get_json()["frame"] is None
 
 
 def test_response_time_must_be_a_number(client):
     """A non-numeric response_time is a 400."""
     image = base64.b64encode(PNG_1PX).decode()
-    assert_error(post(client, "/api/update_vision", {"image_base64": image, "response_time": "slow"}),
-                 400, "invalid_field")
+    assert_error(
+        post(client, "/api/update_vision", {"image_base64": image, "response_time": "slow"}), 400, "invalid_field"
+    )
 
 
 def test_oversized_body_is_413_json():
     """A body over HUD_MAX_BODY_BYTES is a 413 with the JSON error shape."""
-    app = hud_server.create_app({"max_body_bytes": 2048, "max_frame_bytes": 1024,
-                                 "event_log_bytes": 65536})
+    app = hud_server.create_app({"max_body_bytes": 2048, "max_frame_bytes": 1024, "event_log_bytes": 65536})
     response = app.test_client().post("/api/update_training", json={"data": {"x": "y" * 5000}})
     assert_error(response, 413)
 
@@ -202,8 +213,7 @@ def test_oversized_frame_is_413():
     """A frame over HUD_MAX_FRAME_BYTES is a 413."""
     app = hud_server.create_app({"max_frame_bytes": 1024, "event_log_bytes": 65536})
     image = base64.b64encode(JPEG_MAGIC + b"\x00" * 2000).decode()
-    assert_error(app.test_client().post("/api/update_vision", json={"image_base64": image}),
-                 413, "frame_too_large")
+    assert_error(app.test_client().post("/api/update_vision", json={"image_base64": image}), 413, "frame_too_large")
 
 
 def test_batch_over_max_batch_is_413():
@@ -259,10 +269,13 @@ def test_workers_of_one_run_share_the_session(client):
         assert again.status_code == 200
         assert again.get_json()["session_id"] == first["session_id"]
     # The RLlib driver posts with session_id null and its run id; workers post with theirs.
-    assert post(client, "/api/update_training", {"session_id": None, "run_id": "exp-1",
-                                                 "data": {"a": 1}}).status_code == 200
-    assert post(client, "/api/update_training", {"session_id": first["session_id"],
-                                                 "data": {"b": 2}}).status_code == 200
+    assert (
+        post(client, "/api/update_training", {"session_id": None, "run_id": "exp-1", "data": {"a": 1}}).status_code
+        == 200
+    )
+    assert (
+        post(client, "/api/update_training", {"session_id": first["session_id"], "data": {"b": 2}}).status_code == 200
+    )
 
 
 def test_unnamed_clients_are_one_run(client):
@@ -340,18 +353,19 @@ def test_original_client_requests_work_unchanged(client):
     body = register.get_json()
     assert body["status"] == "registered" and body["session_id"]
     session_id = body["session_id"]
-    response = client.post("/api/update_training", json={"session_id": session_id,
-                                                         "data": {"episode": 3, "episode_reward": 1.5}})
+    response = client.post(
+        "/api/update_training", json={"session_id": session_id, "data": {"episode": 3, "episode_reward": 1.5}}
+    )
     assert response.get_json()["status"] == "updated"
     response = client.post("/api/update_training", json={"session_id": None, "data": {"global_step": 10}})
     assert response.status_code == 200
     image = base64.b64encode(JPEG_MAGIC).decode()
-    response = client.post("/api/update_vision", json={"session_id": session_id, "image_base64": image,
-                                                       "response_time": 0.8})
+    response = client.post(
+        "/api/update_vision", json={"session_id": session_id, "image_base64": image, "response_time": 0.8}
+    )
     assert response.status_code == 200
     assert client.post("/api/reset_session").status_code == 200
-    assert client.get("/api/state").get_json()["data"] == {"episode": 3, "episode_reward": 1.5,
-                                                            "global_step": 10}
+    assert client.get("/api/state").get_json()["data"] == {"episode": 3, "episode_reward": 1.5, "global_step": 10}
 
 
 def test_index_is_served_with_settings(client):

@@ -32,11 +32,14 @@ def png_bytes(width: int = 4, height: int = 3, rgb: tuple = (200, 30, 30)) -> by
     raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 # --------------------------------------------------------------------------- transports
@@ -166,8 +169,9 @@ def test_disabled_without_url_accepts_calls_and_does_nothing(monkeypatch, fake):
     assert client.close(0) is True
     assert client.stats == HUDClientStats()
     assert fake.posts == []
-    assert not any(t.name == "hud-client-sender" and t is getattr(client, "_thread", None)
-                   for t in threading.enumerate())
+    assert not any(
+        t.name == "hud-client-sender" and t is getattr(client, "_thread", None) for t in threading.enumerate()
+    )
 
 
 def test_url_and_run_id_come_from_arguments_then_environment(monkeypatch, fake, make_client):
@@ -182,15 +186,18 @@ def test_url_and_run_id_come_from_arguments_then_environment(monkeypatch, fake, 
     assert make_client("", session=fake).enabled is False  # an explicit "" turns the HUD off
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"hud_url": "hud:8086"}, ValueError),
-    ({"hud_url": 8086}, TypeError),
-    ({"run_id": ""}, ValueError),
-    ({"max_pending": 0}, ValueError),
-    ({"read_timeout": "5"}, TypeError),
-    ({"connect_timeout": float("inf")}, ValueError),
-    ({"jpeg_quality": 100}, ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"hud_url": "hud:8086"}, ValueError),
+        ({"hud_url": 8086}, TypeError),
+        ({"run_id": ""}, ValueError),
+        ({"max_pending": 0}, ValueError),
+        ({"read_timeout": "5"}, TypeError),
+        ({"connect_timeout": float("inf")}, ValueError),
+        ({"jpeg_quality": 100}, ValueError),
+    ],
+)
 def test_bad_settings_raise_at_construction(kwargs, error):
     """A bad URL or setting raises ValueError/TypeError from the constructor."""
     kwargs = {"hud_url": "http://127.0.0.1:9", **kwargs}
@@ -233,14 +240,17 @@ def test_any_mapping_is_accepted(fake, make_client):
     assert fake.updates() == [{"a": 1}]
 
 
-@pytest.mark.parametrize("image, response_time, error", [
-    (12, None, TypeError),
-    (b"GIF89a....", None, ValueError),
-    ("R0lGODlh", None, ValueError),                  # base64 of a GIF
-    ("data:image/png,iVBORw0KGgo", None, ValueError),  # not base64
-    (FAKE_JPEG, "fast", TypeError),
-    (FAKE_JPEG, True, TypeError),
-])
+@pytest.mark.parametrize(
+    "image, response_time, error",
+    [
+        (12, None, TypeError),
+        (b"GIF89a....", None, ValueError),
+        ("R0lGODlh", None, ValueError),  # base64 of a GIF
+        ("data:image/png,iVBORw0KGgo", None, ValueError),  # not base64
+        (FAKE_JPEG, "fast", TypeError),
+        (FAKE_JPEG, True, TypeError),
+    ],
+)
 def test_bad_frames_raise_in_the_caller(image, response_time, error, fake, make_client):
     """Images that are not JPEG/PNG/array/PIL, or a non-number response_time, raise at once."""
     client = make_client("http://127.0.0.1:9", session=fake)
@@ -268,14 +278,23 @@ def test_numpy_values_nan_and_nesting_become_plain_json():
     """numpy scalars/arrays become Python numbers/lists; NaN and ±inf become None, at any depth."""
     np = pytest.importorskip("numpy")
     value = {
-        "f32": np.float32(0.5), "i64": np.int64(7), "b": np.bool_(True), "nan": float("nan"),
-        "inf": np.float64("inf"), "arr": np.array([1.5, np.nan, -np.inf]),
+        "f32": np.float32(0.5),
+        "i64": np.int64(7),
+        "b": np.bool_(True),
+        "nan": float("nan"),
+        "inf": np.float64("inf"),
+        "arr": np.array([1.5, np.nan, -np.inf]),
         "grid": np.arange(4, dtype=np.uint8).reshape(2, 2),
         "nested": {"t": (1, np.float32(2.0)), 3: "int key", "deeper": [{"x": float("-inf")}]},
     }
     plain = to_json_value(value)
     assert plain == {
-        "f32": 0.5, "i64": 7, "b": True, "nan": None, "inf": None, "arr": [1.5, None, None],
+        "f32": 0.5,
+        "i64": 7,
+        "b": True,
+        "nan": None,
+        "inf": None,
+        "arr": [1.5, None, None],
         "grid": [[0, 1], [2, 3]],
         "nested": {"t": [1, 2.0], "3": "int key", "deeper": [{"x": None}]},
     }
@@ -300,8 +319,7 @@ def test_torch_tensors_are_converted_when_torch_is_imported(monkeypatch):
             return self.value
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(Tensor=Tensor))
-    assert to_json_value({"loss": Tensor(0.25), "q": Tensor([1.0, float("nan")])}) == {
-        "loss": 0.25, "q": [1.0, None]}
+    assert to_json_value({"loss": Tensor(0.25), "q": Tensor([1.0, float("nan")])}) == {"loss": 0.25, "q": [1.0, None]}
 
 
 def test_client_module_imports_only_requests_and_stdlib():
@@ -404,8 +422,16 @@ def test_conflict_answers_are_retried_until_accepted(make_client):
     def answer(path, body):
         status = next(answers, 200)
         if status == 409:
-            return FakeResponse(409, {"status": "error", "error": "session_conflict", "message": "busy",
-                                      "owner_run_id": "other", "retry_after": 0})
+            return FakeResponse(
+                409,
+                {
+                    "status": "error",
+                    "error": "session_conflict",
+                    "message": "busy",
+                    "owner_run_id": "other",
+                    "retry_after": 0,
+                },
+            )
         return FakeResponse(200, {"status": "updated", "session_id": "s-2", "boot_id": "A"})
 
     transport = RecordingSession(answer=answer)
@@ -503,15 +529,25 @@ def test_numpy_values_and_nan_arrive_as_numbers_and_null(live_server, make_clien
     """np.float32/np.int64/arrays arrive as numbers and lists; NaN and inf as null."""
     np = pytest.importorskip("numpy")
     client = make_client(live_server.url)
-    client.update_training_data({
-        "episode_reward": np.float32(12.5), "global_step": np.int64(40), "q": np.array([0.25, np.nan]),
-        "loss": float("nan"), "position": {"x": np.int32(3), "y": np.float64("inf")},
-        "flags": (True, np.bool_(False)),
-    })
+    client.update_training_data(
+        {
+            "episode_reward": np.float32(12.5),
+            "global_step": np.int64(40),
+            "q": np.array([0.25, np.nan]),
+            "loss": float("nan"),
+            "position": {"x": np.int32(3), "y": np.float64("inf")},
+            "flags": (True, np.bool_(False)),
+        }
+    )
     assert client.flush(10)
     assert get_state(live_server.url)["data"] == {
-        "episode_reward": 12.5, "global_step": 40, "q": [0.25, None], "loss": None,
-        "position": {"x": 3, "y": None}, "flags": [True, False]}
+        "episode_reward": 12.5,
+        "global_step": 40,
+        "q": [0.25, None],
+        "loss": None,
+        "position": {"x": 3, "y": None},
+        "flags": [True, False],
+    }
 
 
 def test_frames_as_bytes_and_base64_arrive(live_server, make_client):
@@ -643,11 +679,15 @@ def test_recovers_after_the_server_restarts(make_client):
 @pytest.mark.parametrize("where", ["live", "refusing", "hung"])
 def test_the_caller_never_blocks(where, request, make_client):
     """update_training_data costs microseconds whether the server is up, refusing or hung."""
-    url = request.getfixturevalue("live_server").url if where == "live" else request.getfixturevalue(
-        f"{where}_url")
+    url = request.getfixturevalue("live_server").url if where == "live" else request.getfixturevalue(f"{where}_url")
     client = make_client(url, connect_timeout=3.0, read_timeout=3.0)
-    data = {"global_step": 0, "episode_reward": 1.5, "location": "Horon Village",
-            "position": {"x": 1, "y": 2}, "health": {"current": 3, "max": 3}}
+    data = {
+        "global_step": 0,
+        "episode_reward": 1.5,
+        "location": "Horon Village",
+        "position": {"x": 1, "y": 2},
+        "health": {"current": 3, "max": 3},
+    }
     clock = time.perf_counter_ns
     times = []
     for step in range(10_000):
@@ -684,22 +724,26 @@ def test_network_failures_are_logged_once_per_kind(refusing_url, make_client, ca
     for i in range(100):
         client.update_training_data({"i": i})
     wait_until(lambda: client.flush(0.05) or client.stats.failed >= 10, 10, message="10 failed attempts")
-    warnings = [r for r in caplog.records if r.name == "hud_client" and r.levelno >= logging.WARNING
-                and refusing_url in r.getMessage()]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name == "hud_client" and r.levelno >= logging.WARNING and refusing_url in r.getMessage()
+    ]
     assert len(warnings) == 1 and "ConnectionError" in warnings[0].getMessage()
     assert client.stats.failed >= 10 and "ConnectionError" in client.stats.last_error
 
 
 def test_interpreter_exit_flushes_and_never_hangs(live_server, hung_url):
     """At exit the atexit hook sends what is buffered, and a hung server delays exit by exit_timeout at most."""
-    code = ("import sys, hud_client\n"
-            "c = hud_client.HUDClient(sys.argv[1], read_timeout=30.0, exit_timeout=0.5)\n"
-            "for i in range(5):\n"
-            "    c.update_training_data({'exit_i': i})\n")
+    code = (
+        "import sys, hud_client\n"
+        "c = hud_client.HUDClient(sys.argv[1], read_timeout=30.0, exit_timeout=0.5)\n"
+        "for i in range(5):\n"
+        "    c.update_training_data({'exit_i': i})\n"
+    )
     for url in (live_server.url, hung_url):
         started = time.monotonic()
-        out = subprocess.run([sys.executable, "-c", code, url], cwd=ROOT, capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run([sys.executable, "-c", code, url], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         if url == hung_url:
             assert time.monotonic() - started < 10

@@ -31,7 +31,7 @@ def test_ring_is_bounded_by_count_and_bytes():
     assert log.read_after(6)[1] == 10
     assert log.read_after(2) is None
     small = EventLog("boot", max_events=100, max_bytes=200)
-    for index in range(50):
+    for _ in range(50):
         small.append("training_update", "x" * 40)
     assert small._bytes <= 200
     assert small.dropped > 0

@@ -42,7 +42,7 @@ def test_older_part_spans_the_whole_run_evenly():
     series = SeriesHistory(100)
     fill(series, 100_000)
     older = series.points()[0][:-50]
-    gaps = {b - a for a, b in zip(older, older[1:])}
+    gaps = {b - a for a, b in zip(older, older[1:], strict=False)}
     assert len(gaps) == 1  # one stride
     assert older[-1] > 100_000 - 2 * gaps.pop()  # reaches up to the recent part
 
@@ -72,8 +72,11 @@ def test_values_keep_seven_significant_digits(client):
 def test_nested_numbers_flattened_and_non_numbers_skipped():
     """Nested numeric fields become a.b metrics; booleans, strings, lists and null are not metrics."""
     history = MetricHistory(100, 50)
-    history.record({"loss": {"policy": 0.5, "value": 1}, "done": True, "name": "x", "xs": [1, 2],
-                    "r": None, "big": 10**20}, step=3, wall=0.0)
+    history.record(
+        {"loss": {"policy": 0.5, "value": 1}, "done": True, "name": "x", "xs": [1, 2], "r": None, "big": 10**20},
+        step=3,
+        wall=0.0,
+    )
     assert sorted(history.series) == ["big", "loss.policy", "loss.value"]
     assert json.loads(history.export_json(["loss.policy"]))["loss.policy"]["values"] == [0.5]
 
@@ -93,8 +96,10 @@ def post_batch(client, updates, run_id=None):
 
 def test_api_history_returns_every_metric_against_global_step(client):
     """GET /api/history returns each numeric field's steps and values in one request."""
-    post_batch(client, [{"global_step": step, "episode_reward": step / 10, "stats": {"len": step * 2}}
-                        for step in range(0, 500, 5)])
+    post_batch(
+        client,
+        [{"global_step": step, "episode_reward": step / 10, "stats": {"len": step * 2}} for step in range(0, 500, 5)],
+    )
     body = client.get("/api/history?times=1").get_json()
     assert set(body["metrics"]) == {"global_step", "episode_reward", "stats.len"}
     reward = body["metrics"]["episode_reward"]
@@ -148,13 +153,15 @@ def test_takeover_starts_a_new_history():
 def test_live_events_carry_the_step_of_their_points(live_server):
     """Each live training_update says which step its points belong to (the chart's x)."""
     import requests
+
     from helpers import SSEReader
 
     reader = SSEReader(live_server.url + "/stream")
     try:
         reader.next_named()
-        requests.post(live_server.url + "/api/batch", json={"updates": [{"global_step": 9, "r": 1}, {"r": 2}]},
-                      timeout=10).raise_for_status()
+        requests.post(
+            live_server.url + "/api/batch", json={"updates": [{"global_step": 9, "r": 1}, {"r": 2}]}, timeout=10
+        ).raise_for_status()
         assert [json.loads(reader.next_named()["data"])["step"] for _ in range(2)] == [9, 9]
     finally:
         reader.close()
@@ -162,18 +169,27 @@ def test_live_events_carry_the_step_of_their_points(live_server):
 
 def test_recent_episodes_and_suggestions_are_listed(client):
     """/api/history lists ended episodes (updates with episode_reward) and distinct LLM suggestions."""
-    post_batch(client, [
-        {"global_step": 10, "episode": 1, "episode_length": 50, "llm_suggestion": "go north"},
-        {"global_step": 20, "episode_reward": 3.5},
-        {"global_step": 30, "llm_suggestion": "go north"},
-        {"global_step": 40, "llm_suggestion": "<b>open the chest</b>", "episode": 2, "episode_length": 70,
-         "episode_reward": -1.0},
-    ])
+    post_batch(
+        client,
+        [
+            {"global_step": 10, "episode": 1, "episode_length": 50, "llm_suggestion": "go north"},
+            {"global_step": 20, "episode_reward": 3.5},
+            {"global_step": 30, "llm_suggestion": "go north"},
+            {
+                "global_step": 40,
+                "llm_suggestion": "<b>open the chest</b>",
+                "episode": 2,
+                "episode_length": 70,
+                "episode_reward": -1.0,
+            },
+        ],
+    )
     body = client.get("/api/history").get_json()
     assert [(e["episode"], e["reward"], e["length"], e["step"]) for e in body["episodes"]] == [
-        (1, 3.5, 50, 20), (2, -1.0, 70, 40)]
-    assert [(s["text"], s["step"]) for s in body["suggestions"]] == [("go north", 10),
-                                                                     ("<b>open the chest</b>", 40)]
+        (1, 3.5, 50, 20),
+        (2, -1.0, 70, 40),
+    ]
+    assert [(s["text"], s["step"]) for s in body["suggestions"]] == [("go north", 10), ("<b>open the chest</b>", 40)]
     assert all(isinstance(item["ts"], float) for item in body["episodes"] + body["suggestions"])
 
 
@@ -189,8 +205,9 @@ def test_recent_lists_are_bounded():
 
 def test_integers_beyond_float_range_are_not_points(client):
     """A huge integer is kept in the state but is no chart point, and /api/history still answers."""
-    client.post("/api/batch", data='{"updates": [{"big": ' + "9" * 400 + ', "ok": 1}]}',
-                content_type="application/json")
+    client.post(
+        "/api/batch", data='{"updates": [{"big": ' + "9" * 400 + ', "ok": 1}]}', content_type="application/json"
+    )
     response = client.get("/api/history")
     assert response.status_code == 200
     assert list(response.get_json()["metrics"]) == ["ok"]

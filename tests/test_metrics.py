@@ -23,8 +23,15 @@ def sample_value(family, **labels) -> float:
 
 def test_run_metrics_are_gauges(client):
     """Every numeric field of the run, nested as a.b, is a gauge labelled with the run id and name."""
-    client.post("/api/batch", json={"run_id": "exp-1", "updates": [
-        {"global_step": 10, "episode_reward": 2.5, "loss": {"policy": 0.25}, "done": True, "location": "X"}]})
+    client.post(
+        "/api/batch",
+        json={
+            "run_id": "exp-1",
+            "updates": [
+                {"global_step": 10, "episode_reward": 2.5, "loss": {"policy": 0.25}, "done": True, "location": "X"}
+            ],
+        },
+    )
     families = scrape(client)
     run = families["hud_run_value"]
     assert sample_value(run, run_id="exp-1", metric="episode_reward") == 2.5

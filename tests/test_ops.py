@@ -208,7 +208,7 @@ def ignore_rules() -> list[tuple[bool, re.Pattern]]:
                 regex, i = regex + "[^/]", i + 1
             elif pattern[i] == "[":
                 end = pattern.index("]", i)
-                regex, i = regex + pattern[i:end + 1], end + 1
+                regex, i = regex + pattern[i : end + 1], end + 1
             else:
                 regex, i = regex + re.escape(pattern[i]), i + 1
         rules.append((negated, re.compile(regex + r"\Z")))
@@ -252,8 +252,7 @@ def test_containerfile_base_is_python_311():
     instructions = containerfile_instructions()
     froms = [rest for key, rest in instructions if key == "FROM"]
     assert len(froms) == 1
-    args = {rest.split("=")[0]: rest.split("=", 1)[1] for key, rest in instructions
-            if key == "ARG" and "=" in rest}
+    args = {rest.split("=")[0]: rest.split("=", 1)[1] for key, rest in instructions if key == "ARG" and "=" in rest}
     base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], froms[0].split()[0])
     assert re.fullmatch(r"docker\.io/library/python:3\.11[-\w.]*(@sha256:[0-9a-f]{64})?", base), base
 
@@ -305,9 +304,18 @@ def test_containerignore_keeps_out_what_the_image_does_not_copy():
     for entry in ROOT.iterdir():
         if not ignored(entry.name, rules):
             assert entry.name in copied, f"{entry.name} is sent to the build but never copied"
-    for rel in ("tests/test_ops.py", "docs/deploy.md", ".git/HEAD", "hud_client.py", "Containerfile",
-                "ops/openshift/hud-deployment.yaml", "static/js/__pycache__/x.pyc", ".venv/bin/python",
-                "examples/simulate.py", "bench/bench_stream.py"):
+    for rel in (
+        "tests/test_ops.py",
+        "docs/deploy.md",
+        ".git/HEAD",
+        "hud_client.py",
+        "Containerfile",
+        "ops/openshift/hud-deployment.yaml",
+        "static/js/__pycache__/x.pyc",
+        ".venv/bin/python",
+        "examples/simulate.py",
+        "bench/bench_stream.py",
+    ):
         assert ignored(rel, rules), f"{rel} would be sent to the build"
 
 
@@ -321,8 +329,9 @@ def _python_for(uid: int) -> str:
         if not candidate or not os.path.exists(candidate):
             continue
         try:
-            result = subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True,
-                                    timeout=30, **_as_user(uid))
+            result = subprocess.run(
+                [candidate, "-c", "import venv, ensurepip"], capture_output=True, timeout=30, **_as_user(uid)
+            )
         except OSError:  # not even executable for that user
             continue
         if result.returncode == 0:
@@ -357,9 +366,22 @@ def runtime_venv():
     try:
         venv = base / "venv"
         subprocess.run([_python_for(ARBITRARY_UID), "-m", "venv", str(venv)], check=True, timeout=PIP_TIMEOUT)
-        pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir",
-                              "--disable-pip-version-check", "-q", "-r", str(ROOT / "requirements.txt")],
-                             capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        pip = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+                str(ROOT / "requirements.txt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT,
+        )
         assert pip.returncode == 0, pip.stdout + pip.stderr
         subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
         yield venv
@@ -391,18 +413,29 @@ class ContainerRun:
         subprocess.run(["chmod", "-R", "a+rX,a-w", str(self.app)], check=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**container_env(), "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-                    "HOME": str(self.tmp), "TMPDIR": str(self.tmp),
-                    "HUD_HOST": "127.0.0.1", "HUD_PORT": str(self.port)}
+        self.env = {
+            **container_env(),
+            "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.tmp),
+            "TMPDIR": str(self.tmp),
+            "HUD_HOST": "127.0.0.1",
+            "HUD_PORT": str(self.port),
+        }
         self.log = self.root / "server.log"
         self.process = None
 
-    def start(self) -> "ContainerRun":
+    def start(self) -> ContainerRun:
         """Start the CMD (resolved on the image's PATH) and wait until /health answers; cleans up on failure."""
         try:
             with open(self.log, "wb") as log:
-                self.process = subprocess.Popen(instruction_args(only("CMD")), cwd=self.app, env=self.env,
-                                                stdout=log, stderr=subprocess.STDOUT, **_as_user(ARBITRARY_UID))
+                self.process = subprocess.Popen(
+                    instruction_args(only("CMD")),
+                    cwd=self.app,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    **_as_user(ARBITRARY_UID),
+                )
             wait_until(self._healthy, STARTUP_TIMEOUT, message="the container CMD to answer /health")
         except BaseException:
             self.stop()
@@ -466,8 +499,11 @@ def test_container_streams_and_accepts_updates(container):
     try:
         first = reader.next_named()
         assert first["event"] == "training_update" and json.loads(first["data"])["snapshot"] is True
-        answer = requests.post(container.url + "/api/update_training", timeout=5,
-                               json={"session_id": None, "run_id": "ops-test", "data": {"episode": 7}})
+        answer = requests.post(
+            container.url + "/api/update_training",
+            timeout=5,
+            json={"session_id": None, "run_id": "ops-test", "data": {"episode": 7}},
+        )
         assert answer.status_code == 200 and answer.json()["status"] == "updated"
         while True:
             event = reader.next_named()
@@ -542,28 +578,54 @@ ROUTE_SCHEMA = {
         "apiVersion": {"const": "route.openshift.io/v1"},
         "kind": {"const": "Route"},
         "metadata": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
-                           "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                           "annotations": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
         },
         "spec": {
-            "type": "object", "required": ["to"], "additionalProperties": False,
+            "type": "object",
+            "required": ["to"],
+            "additionalProperties": False,
             "properties": {
-                "host": {"type": "string"}, "subdomain": {"type": "string"}, "path": {"type": "string"},
-                "to": {"type": "object", "required": ["kind", "name"], "additionalProperties": False,
-                       "properties": {"kind": {"enum": ["Service", ""]}, "name": {"type": "string"},
-                                      "weight": {"type": "integer", "minimum": 0, "maximum": 256}}},
+                "host": {"type": "string"},
+                "subdomain": {"type": "string"},
+                "path": {"type": "string"},
+                "to": {
+                    "type": "object",
+                    "required": ["kind", "name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "kind": {"enum": ["Service", ""]},
+                        "name": {"type": "string"},
+                        "weight": {"type": "integer", "minimum": 0, "maximum": 256},
+                    },
+                },
                 "alternateBackends": {"type": "array"},
-                "port": {"type": "object", "required": ["targetPort"], "additionalProperties": False,
-                         "properties": {"targetPort": {"type": ["string", "integer"]}}},
-                "tls": {"type": "object", "required": ["termination"], "additionalProperties": False,
-                        "properties": {
-                            "termination": {"enum": ["edge", "passthrough", "reencrypt"]},
-                            "insecureEdgeTerminationPolicy": {"enum": ["Allow", "None", "Redirect", ""]},
-                            "certificate": {"type": "string"}, "key": {"type": "string"},
-                            "caCertificate": {"type": "string"}, "destinationCACertificate": {"type": "string"},
-                            "externalCertificate": {"type": "object"}}},
+                "port": {
+                    "type": "object",
+                    "required": ["targetPort"],
+                    "additionalProperties": False,
+                    "properties": {"targetPort": {"type": ["string", "integer"]}},
+                },
+                "tls": {
+                    "type": "object",
+                    "required": ["termination"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "termination": {"enum": ["edge", "passthrough", "reencrypt"]},
+                        "insecureEdgeTerminationPolicy": {"enum": ["Allow", "None", "Redirect", ""]},
+                        "certificate": {"type": "string"},
+                        "key": {"type": "string"},
+                        "caCertificate": {"type": "string"},
+                        "destinationCACertificate": {"type": "string"},
+                        "externalCertificate": {"type": "object"},
+                    },
+                },
                 "wildcardPolicy": {"enum": ["None", "Subdomain"]},
                 "httpHeaders": {"type": "object"},
             },
@@ -739,8 +801,9 @@ def test_deploy_doc_shows_the_promised_commands_with_shipped_names():
 # --------------------------------------------------------------------------- build-container.sh
 
 
-def run_build(tmp_path: Path, args: list[str], engines=("podman",), env: dict | None = None,
-              stdin=subprocess.DEVNULL) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+def run_build(
+    tmp_path: Path, args: list[str], engines=("podman",), env: dict | None = None, stdin=subprocess.DEVNULL
+) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     """Run build-container.sh from a foreign directory with only bash and fake ``engines`` on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -751,8 +814,9 @@ def run_build(tmp_path: Path, args: list[str], engines=("podman",), env: dict | 
     full_env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "FAKE_ENGINE_LOG": str(log), **(env or {})}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
-    result = subprocess.run([str(BUILD_SCRIPT), *args], cwd=elsewhere, env=full_env, stdin=stdin,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), *args], cwd=elsewhere, env=full_env, stdin=stdin, capture_output=True, text=True, timeout=60
+    )
     return result, read_engine_log(log)
 
 
@@ -813,13 +877,17 @@ def test_build_script_falls_back_to_docker(tmp_path):
 def test_build_script_honours_container_engine_and_image(tmp_path):
     """CONTAINER_ENGINE picks the engine even when podman exists; IMAGE renames the image."""
     image = "registry.example.com/team/hud"
-    result, calls = run_build(tmp_path, ["v3", "--push"], engines=("podman", "docker"),
-                              env={"CONTAINER_ENGINE": "docker", "IMAGE": image})
+    result, calls = run_build(
+        tmp_path, ["v3", "--push"], engines=("podman", "docker"), env={"CONTAINER_ENGINE": "docker", "IMAGE": image}
+    )
     assert result.returncode == 0, result.stderr
     assert {call[0] for call in calls} == {"docker"}
-    assert without_images(calls) == [build_call("docker", f"{image}:v3"),
-                                      ["docker", "tag", f"{image}:v3", f"{image}:latest"],
-                                      ["docker", "push", f"{image}:v3"], ["docker", "push", f"{image}:latest"]]
+    assert without_images(calls) == [
+        build_call("docker", f"{image}:v3"),
+        ["docker", "tag", f"{image}:v3", f"{image}:latest"],
+        ["docker", "push", f"{image}:v3"],
+        ["docker", "push", f"{image}:latest"],
+    ]
 
 
 def test_build_script_without_engine_fails_clearly(tmp_path):
@@ -874,8 +942,9 @@ def test_build_script_asks_in_a_terminal(tmp_path, answer, pushed):
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "FAKE_ENGINE_LOG": str(log)}
     main, terminal = os.openpty()
     try:
-        process = subprocess.Popen([str(BUILD_SCRIPT), "v1"], cwd=tmp_path, env=env,
-                                   stdin=terminal, stdout=terminal, stderr=terminal)
+        process = subprocess.Popen(
+            [str(BUILD_SCRIPT), "v1"], cwd=tmp_path, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+        )
     finally:
         os.close(terminal)
     os.write(main, answer + b"\n")  # the terminal holds the line until the script reads it

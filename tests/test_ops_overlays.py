@@ -21,8 +21,7 @@ def render(name: str) -> dict[str, dict]:
     kubectl = shutil.which("kubectl") or shutil.which("oc")
     if kubectl is None:
         pytest.skip("neither kubectl nor oc is installed: the overlays cannot be rendered here")
-    result = subprocess.run([kubectl, "kustomize", str(OVERLAYS / name)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([kubectl, "kustomize", str(OVERLAYS / name)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
 
@@ -73,8 +72,10 @@ def test_oauth_proxy_overlay_puts_the_proxy_in_front_of_viewers():
     assert any(p["name"] == "https" for p in proxy["ports"])
     account = objects["ServiceAccount"]
     assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
-    assert "zelda-hud-route" in account["metadata"]["annotations"][
-        "serviceaccounts.openshift.io/oauth-redirectreference.primary"]
+    assert (
+        "zelda-hud-route"
+        in account["metadata"]["annotations"]["serviceaccounts.openshift.io/oauth-redirectreference.primary"]
+    )
     security = proxy["securityContext"]
     assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
     assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True

@@ -8,11 +8,11 @@ import sqlite3
 import time
 
 import requests
+from test_trust import png
 
 import hud_server
 from helpers import start_server_process, wait_until
 from hud_client import HUDClient
-from test_trust import png
 
 FRAME = base64.b64encode(png(4, 3)).decode()
 
@@ -35,12 +35,20 @@ def stored_updates(data_dir) -> int:
 def post_run(url: str, steps: range, run_id: str = "exp-1") -> None:
     """Post one update per step (reward and a nested loss) and a frame, in batches of 100."""
     for start in range(steps.start, steps.stop, 100):
-        updates = [{"global_step": step, "episode_reward": step / 10, "loss": {"policy": 1 / (step + 1)},
-                    "llm_suggestion": f"advice {step // 100}"}
-                   for step in range(start, min(start + 100, steps.stop))]
-        response = requests.post(url + "/api/batch", json={"run_id": run_id, "updates": updates,
-                                                           "frame": {"image_base64": FRAME,
-                                                                     "response_time": 0.5}}, timeout=10)
+        updates = [
+            {
+                "global_step": step,
+                "episode_reward": step / 10,
+                "loss": {"policy": 1 / (step + 1)},
+                "llm_suggestion": f"advice {step // 100}",
+            }
+            for step in range(start, min(start + 100, steps.stop))
+        ]
+        response = requests.post(
+            url + "/api/batch",
+            json={"run_id": run_id, "updates": updates, "frame": {"image_base64": FRAME, "response_time": 0.5}},
+            timeout=10,
+        )
         response.raise_for_status()
 
 
@@ -136,8 +144,9 @@ def test_restored_history_keeps_its_budget_and_shape(tmp_path):
     client = again.test_client()
     assert client.get("/api/history?metrics=r").get_json()["metrics"]["r"] == before
     for start in (1000, 2000):
-        response = client.post("/api/batch", json={"updates": [{"global_step": step, "r": step}
-                                                               for step in range(start, start + 1000)]})
+        response = client.post(
+            "/api/batch", json={"updates": [{"global_step": step, "r": step} for step in range(start, start + 1000)]}
+        )
         assert response.status_code == 200
     steps = client.get("/api/history?metrics=r").get_json()["metrics"]["r"]["steps"]
     assert len(steps) <= 64 and steps[0] == 0 and steps[-1] == 2999 and steps == sorted(steps)

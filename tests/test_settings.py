@@ -30,8 +30,9 @@ def test_every_setting_has_env_flag_and_help():
 
 def test_environment_variables_are_read():
     """HUD_* variables override the defaults, converted to the setting's type."""
-    settings = hud_server.load_settings(environ={"HUD_PORT": "9000", "HUD_SESSION_TIMEOUT": "2.5",
-                                                 "HUD_TITLE": "Pong HUD"})
+    settings = hud_server.load_settings(
+        environ={"HUD_PORT": "9000", "HUD_SESSION_TIMEOUT": "2.5", "HUD_TITLE": "Pong HUD"}
+    )
     assert settings["port"] == 9000
     assert settings["session_timeout"] == 2.5
     assert settings["title"] == "Pong HUD"
@@ -49,15 +50,18 @@ def test_settings_allow_256_streams():
     assert settings["max_streams"] == 256
 
 
-@pytest.mark.parametrize("env,named", [
-    ({"HUD_PORT": "eighty"}, "HUD_PORT"),
-    ({"HUD_PORT": "70000"}, "HUD_PORT"),
-    ({"HUD_THREADS": "0"}, "HUD_THREADS"),
-    ({"HUD_SESSION_TIMEOUT": "nan"}, "HUD_SESSION_TIMEOUT"),
-    ({"HUD_MAX_STREAMS": "64", "HUD_THREADS": "40"}, "HUD_THREADS"),
-    ({"HUD_LOG_LEVEL": "LOUD"}, "HUD_LOG_LEVEL"),
-    ({"HUD_EVENT_LOG_BYTES": "100000"}, "HUD_EVENT_LOG_BYTES"),
-])
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"HUD_PORT": "eighty"}, "HUD_PORT"),
+        ({"HUD_PORT": "70000"}, "HUD_PORT"),
+        ({"HUD_THREADS": "0"}, "HUD_THREADS"),
+        ({"HUD_SESSION_TIMEOUT": "nan"}, "HUD_SESSION_TIMEOUT"),
+        ({"HUD_MAX_STREAMS": "64", "HUD_THREADS": "40"}, "HUD_THREADS"),
+        ({"HUD_LOG_LEVEL": "LOUD"}, "HUD_LOG_LEVEL"),
+        ({"HUD_EVENT_LOG_BYTES": "100000"}, "HUD_EVENT_LOG_BYTES"),
+    ],
+)
 def test_bad_values_name_the_setting(env, named):
     """A bad value raises ConfigError whose message names the setting."""
     with pytest.raises(hud_server.ConfigError, match=named):
@@ -79,16 +83,22 @@ def test_flags_parse_into_settings():
 
 def test_bad_flag_stops_startup_with_a_message():
     """`python hud_server.py --port abc` exits non-zero and says which setting is wrong."""
-    result = subprocess.run([sys.executable, str(ROOT / "hud_server.py"), "--port", "abc"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hud_server.py"), "--port", "abc"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "HUD_PORT" in result.stderr and "--port" in result.stderr
 
 
 def test_bad_env_stops_startup_with_a_message():
     """A bad HUD_* variable stops start-up with a message naming it."""
-    result = subprocess.run([sys.executable, str(ROOT / "hud_server.py")], capture_output=True, text=True,
-                            timeout=30, env={"HUD_MAX_STREAMS": "-3", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hud_server.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"HUD_MAX_STREAMS": "-3", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 2
     assert "HUD_MAX_STREAMS" in result.stderr
 
@@ -118,8 +128,13 @@ def test_demo_serves_and_feeds_a_simulated_run():
 
     server = start_server_process(args=["--demo"])
     try:
-        state = wait_until(lambda: (lambda s: s if s["updates"] >= 3 and s["frames"] >= 1 else None)(
-            requests.get(server.url + "/api/state", timeout=5).json()), timeout=30, message="demo updates")
+        state = wait_until(
+            lambda: (lambda s: s if s["updates"] >= 3 and s["frames"] >= 1 else None)(
+                requests.get(server.url + "/api/state", timeout=5).json()
+            ),
+            timeout=30,
+            message="demo updates",
+        )
         assert state["run_id"] == "demo"
         assert "global_step" in state["data"] and "llm_suggestion" in state["data"]
     finally:

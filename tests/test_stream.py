@@ -12,8 +12,9 @@ import requests
 
 from helpers import SSEReader, start_server_process, wait_until
 
-PNG_1PX = base64.b64encode(base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")).decode()
+PNG_1PX = base64.b64encode(
+    base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+).decode()
 
 
 def strict_json(text: str):
@@ -30,8 +31,11 @@ def post_batch(url, updates, **extra):
 
 def test_stream_sends_retry_and_snapshot_first(live_server):
     """A new stream gets retry:, then the whole merged state and the latest frame."""
-    post_batch(live_server.url, [{"global_step": 1, "a": 1}, {"global_step": 2}],
-               frame={"image_base64": PNG_1PX, "response_time": 0.5})
+    post_batch(
+        live_server.url,
+        [{"global_step": 1, "a": 1}, {"global_step": 2}],
+        frame={"image_base64": PNG_1PX, "response_time": 0.5},
+    )
     reader = SSEReader(live_server.url + "/stream")
     try:
         first = reader.next_named()
@@ -123,8 +127,7 @@ def test_last_event_id_from_another_boot_gets_a_snapshot(live_server):
 
 def test_takeover_tells_open_streams_to_start_afresh(live_server):
     """When a new run takes over, open dashboards are told to clear state and frame."""
-    post_batch(live_server.url, [{"episode_reward": 3.0}], run_id="exp-1",
-               frame={"image_base64": PNG_1PX})
+    post_batch(live_server.url, [{"episode_reward": 3.0}], run_id="exp-1", frame={"image_base64": PNG_1PX})
     reader = SSEReader(live_server.url + "/stream")
     try:
         reader.next_named(), reader.next_named()  # snapshot: state and frame

@@ -19,12 +19,17 @@ TOKEN = "s3cret-token"
 
 def png(width: int, height: int) -> bytes:
     """A real PNG of the given size (black, 8-bit greyscale)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = b"".join(b"\x00" + b"\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -105,8 +110,9 @@ def test_cors_is_same_origin_by_default(client):
     """Without HUD_CORS_ORIGINS no Access-Control-Allow-Origin is ever sent."""
     response = client.get("/api/state", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in response.headers
-    preflight = client.options("/api/batch", headers={"Origin": "https://evil.example",
-                                                      "Access-Control-Request-Method": "POST"})
+    preflight = client.options(
+        "/api/batch", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "Access-Control-Allow-Origin" not in preflight.headers
 
 
@@ -123,8 +129,13 @@ def test_security_headers_on_the_page(client):
     """The dashboard is served with CSP (same-origin scripts, data: images), nosniff and no framing."""
     response = client.get("/")
     csp = response.headers["Content-Security-Policy"]
-    for directive in ("script-src 'self'", "style-src 'self'", "connect-src 'self'",
-                      "img-src 'self' data:", "frame-ancestors 'none'"):
+    for directive in (
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "frame-ancestors 'none'",
+    ):
         assert directive in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
