@@ -1512,10 +1512,18 @@ def _ids(body: dict) -> tuple[str | None, str | None]:
     return run_id, session_id
 
 
+def page_files() -> str:
+    """The folder holding templates/ and static/: beside this file, else where `pip install` puts them."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(os.path.join(here, "templates")):
+        return here
+    return os.path.join(sys.prefix, "share", "zelda-hud")
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the HUD app: settings from HUD_* environment variables, overridden by ``config``."""
     settings = load_settings(config)
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = page_files()
     app = Flask(__name__, template_folder=os.path.join(here, "templates"), static_folder=os.path.join(here, "static"))
     app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
     app.config["HUD_SETTINGS"] = settings

@@ -17,7 +17,7 @@ import requests
 from helpers import ROOT, free_port, wait_until
 
 PIP_TIMEOUT = 300  # seconds one pip install may take (it fetches from the package index)
-# What `pip install .` needs from a checkout; the server's pages only for the editable install.
+# What `pip install .` needs from a checkout, and the server's pages (installed as data files).
 CLIENT_FILES = ("pyproject.toml", "README.md", "hud_client.py", "hud_server.py", "hud_integrations")
 SERVER_FILES = ("templates", "static")
 
@@ -88,7 +88,7 @@ def test_client_needs_only_requests():
 
 def test_pip_install_gives_a_flask_free_client(tmp_path):
     """`pip install .` in a fresh venv installs hud_client and hud_integrations, and importing them never imports Flask."""
-    source = _copy_project(tmp_path / "src", CLIENT_FILES)
+    source = _copy_project(tmp_path / "src", CLIENT_FILES + SERVER_FILES)
     python = _venv(tmp_path / "venv")
     _pip_install(python, str(source))
     check = (
@@ -114,11 +114,12 @@ def test_pip_install_gives_a_flask_free_client(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_editable_install_runs_hud_server(tmp_path):
-    """`pip install -e '.[server]'` gives a `hud-server` command that serves the dashboard and its static files."""
+@pytest.mark.parametrize("editable", [True, False], ids=["editable", "plain"])
+def test_install_runs_hud_server(tmp_path, editable):
+    """`pip install [-e] '.[server]'` gives a `hud-server` command that serves the dashboard and every static file."""
     source = _copy_project(tmp_path / "src", CLIENT_FILES + SERVER_FILES)
     python = _venv(tmp_path / "venv")
-    _pip_install(python, "-e", f"{source}[server]")
+    _pip_install(python, *(["-e"] if editable else []), f"{source}[server]")
     command = python.parent / "hud-server"
     assert command.exists()
     port = free_port()
@@ -140,9 +141,10 @@ def test_editable_install_runs_hud_server(tmp_path):
         assert process.poll() is None, process.stdout.read()
         page = requests.get(url + "/", timeout=5)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        script = next(path for path in sorted((ROOT / "static" / "js").glob("*.js")))
-        asset = requests.get(f"{url}/static/js/{script.name}", timeout=5)
-        assert asset.status_code == 200 and asset.content == script.read_bytes()
+        for path in sorted((ROOT / "static").rglob("*")):
+            if path.is_file():
+                asset = requests.get(f"{url}/static/{path.relative_to(ROOT / 'static').as_posix()}", timeout=5)
+                assert asset.status_code == 200 and asset.content == path.read_bytes(), path
     finally:
         process.send_signal(signal.SIGINT)
         try:
