@@ -29,17 +29,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import start_server_process, wait_until  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, start_server_process, wait_until  # noqa: E402
 
-CHROMIUM = os.environ.get("HUD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Charted besides the two defaults (episode_reward, episode_length): 6 more makes 8.
 EXTRA_CHARTS = ["loss.policy", "loss.value", "entropy", "kl", "fps", "explained_variance"]
 COUNTERS = [

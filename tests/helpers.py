@@ -16,6 +16,17 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 20.0  # seconds a server may take to answer /health
+# Debian's Chromium, as the browser tests and bench/browser_charts.py launch it (no sandbox as root,
+# and no background traffic: this machine reaches no host but its package registries).
+CHROMIUM = os.environ.get("HUD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:

@@ -16,15 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = os.environ.get("HUD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from helpers import CHROMIUM, CHROMIUM_ARGS
+
 DEFAULT_VIEWPORT = {"width": 1366, "height": 900}
 ROOT = Path(__file__).resolve().parents[2]
 
