@@ -689,9 +689,6 @@ class SeriesHistory:
         steps, walls, values = (list(column) for column in zip(*rows, strict=True))
         return steps, walls, values
 
-    def __len__(self) -> int:
-        return len(self.overview) + len(self.recent)
-
 
 class MetricHistory:
     """The history of every numeric field of a run, each metric within its point budget."""
@@ -803,12 +800,11 @@ class HUD:
         self.suggestions: collections.deque[dict] = collections.deque(maxlen=settings["recent_items"])
         self.last_step: float | None = None  # the latest global_step the run sent
         self._snapshot_cache: tuple[int, str] | None = None
-        self._version = 0  # changes whenever the state does
         self.open_streams = 0
         self._streams_lock = threading.Lock()
         self.closing = False  # set at shutdown: every stream ends
         self._announcer: threading.Thread | None = None  # runs while streams are open
-        self.changes = 0  # counts every change the store must write
+        self.changes = 0  # counts every change: the store writes, and the snapshot is rebuilt, when it moves
         self.counts: collections.Counter = collections.Counter()  # since start, for /metrics
         self.store: Store | None = None
         self._history_reset = False  # the store must drop the old run's series
@@ -872,7 +868,6 @@ class HUD:
         self.episodes.clear()
         self.suggestions.clear()
         self.last_step = None
-        self._version += 1
         meta = {
             "snapshot": True,
             "reset": True,
@@ -935,7 +930,6 @@ class HUD:
                 self.log.append("training_update", envelope % (now, sid, rid, self.updates, step, text))
             if prepared:
                 self.last_update = now
-                self._version += 1
                 self.changes += 1
                 self.counts["updates"] += len(prepared)
             if frame is not None:
@@ -1037,7 +1031,7 @@ class HUD:
         """The present as SSE events (whole state, then latest frame) and the log offset it matches."""
         with self.lock:
             seq = self.log.last_seq
-            if self._snapshot_cache is None or self._snapshot_cache[0] != self._version:
+            if self._snapshot_cache is None or self._snapshot_cache[0] != self.changes:
                 session = self.session
                 body = json.dumps(
                     {
@@ -1052,7 +1046,7 @@ class HUD:
                     allow_nan=False,
                     separators=(",", ":"),
                 )
-                self._snapshot_cache = (self._version, body)
+                self._snapshot_cache = (self.changes, body)
             event_id = self.log.event_id(seq)
             out = f"id: {event_id}\nevent: training_update\ndata: {self._snapshot_cache[1]}\n\n"
             if self.frame is not None:
@@ -1144,7 +1138,6 @@ class HUD:
                 self.history.series[name] = SeriesHistory.restored(
                     self.history.budget, count, stride, _points_from_blob(overview), _points_from_blob(recent)
                 )
-            self._version += 1
         log.info(
             "restored %d updates, %d metrics and %s from the store",
             self.updates,
