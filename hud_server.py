@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import os
 import signal
 import sqlite3
@@ -31,9 +32,10 @@ import threading
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
+import orjson
 from flask import Flask, Response, jsonify, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, generate_latest
@@ -291,17 +293,31 @@ class UpdateLimits:
         self.max_depth = max_depth
         self.max_string = max_string
 
-    def within(self, text: str) -> bool:
-        """Cheap proof from the update's JSON text that no limit can be reached (the usual case).
+    def within(self, text: bytes) -> bool:
+        """Cheap proof from the update's JSON text (UTF-8) that no limit can be reached (the usual case).
 
-        Each key takes at least 5 characters (`"":0,`), each level of depth a bracket, and a
-        string no more characters than the text.
+        Each key takes at least 5 bytes (`"":0,`), each level of depth a bracket, and a
+        string no more characters than the text has bytes.
         """
         return (
             len(text) <= self.max_string
             and len(text) < 5 * self.max_keys
-            and text.count("{") + text.count("[") <= self.max_depth
+            and text.count(b"{") + text.count(b"[") <= self.max_depth
         )
+
+    def outside(self, texts: list[bytes]) -> list[int]:
+        """Indexes of the texts :meth:`within` cannot vouch for (none, usually: one pass over all)."""
+        if not texts:
+            return []
+        longest = max(map(len, texts))
+        if longest <= self.max_string and longest < 5 * self.max_keys:
+            if longest <= self.max_depth:
+                return []  # too short to hold more brackets than that
+            opening = map(bytes.count, texts, itertools.repeat(b"{"))
+            brackets = map(operator.add, opening, map(bytes.count, texts, itertools.repeat(b"[")))
+            if max(brackets) <= self.max_depth:
+                return []
+        return [index for index, text in enumerate(texts) if not self.within(text)]
 
     def apply(self, data: dict, where: str) -> dict:
         """``data`` with long text cut; raises APIError past the key or depth limit."""
@@ -354,6 +370,51 @@ def strict_dumps(value: Any) -> tuple[Any, str]:
     except ValueError:
         clean = sanitize(value)
         return clean, _strict_encode(clean)
+
+
+def parse_json(text: str | bytes, what: str) -> tuple[Any, bool]:
+    """Parse JSON text; returns (value, strict), or raises a 400 APIError naming ``what``.
+
+    orjson parses strict JSON, several times faster than the standard library. Text it
+    refuses is tried again with the standard library, which also takes NaN and
+    Infinity (Python's json.dumps writes them), integers past 64 bits and lone
+    surrogates: ``strict`` is False then, and the value may hold non-finite floats.
+    """
+    try:
+        return orjson.loads(text), True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text), False
+    except ValueError as exc:
+        raise APIError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise APIError(400, "too_deep", f"{what} is nested too deep to parse") from None
+
+
+def parse_lines(lines: list[bytes], label: str) -> tuple[list[Any], bool]:
+    """Parse each line as one JSON value: (values, strict) as :func:`parse_json`, for all lines.
+
+    ``label`` names line ``i`` in errors as ``label.format(i)``.
+    """
+    try:
+        return list(map(orjson.loads, lines)), True
+    except orjson.JSONDecodeError:
+        pass  # some line needs the standard library, or is not JSON: find which, below
+    values, strict = [], True
+    for index, line in enumerate(lines):
+        value, line_strict = parse_json(line, label.format(index))
+        values.append(value)
+        strict = strict and line_strict
+    return values, strict
+
+
+def encode_strict_value(value: Any) -> bytes:
+    """JSON text (UTF-8) of a value known to hold no NaN or infinity: orjson, or json for what it refuses."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # nested past orjson's 255 levels
+        return _strict_encode(value).encode()
 
 
 # --------------------------------------------------------------------------- validation
@@ -431,6 +492,88 @@ def check_update(data: Any, where: str) -> None:
                     )
 
 
+class Column(NamedTuple):
+    """One field across the updates of a batch: its values and their types, one pass each."""
+
+    name: str  # the metric name: nested fields as "a.b"
+    parent: str | None  # None at the top level; the top-level key for a field one level down; "" deeper
+    key: str
+    values: list  # one per update it covers; None where an update lacks the field
+    kinds: set  # the types of ``values``
+    rows: list[int] | None  # the updates it covers (those whose parent is an object); None: all of them
+    every: bool  # every update it covers has the field (else ``values`` holds None where one lacks it)
+
+
+def batch_columns(updates: list[dict]) -> list[Column]:
+    """Every field of the updates (objects, all of them), nested ones included, in order of first appearance.
+
+    A batch is taken a field at a time with a few C-level passes over all its
+    updates, instead of walking each update in Python: validation, the state's
+    limits, the steps and the history all read these columns.
+    """
+    columns: list[Column] = []
+    if updates:
+        _collect_columns(updates, None, "", None, columns)
+    return columns
+
+
+def _collect_columns(rows: list[dict], index: list[int] | None, prefix: str, parent: str | None, out: list) -> None:
+    keys = set().union(*rows)
+    every = sum(map(len, rows)) == len(keys) * len(rows)  # every row has every key: the usual case
+    if every:
+        order, column_of = rows[0].keys(), _every_row
+    else:
+        order, column_of = dict.fromkeys(itertools.chain.from_iterable(rows)), _some_rows
+    for key in order:
+        values = column_of(rows, key)
+        kinds = set(map(type, values))
+        out.append(Column(prefix + key, parent, key, values, kinds, index, every))
+        if dict in kinds:
+            if kinds == _DICT_TYPE:
+                sub, sub_index = values, index
+            else:
+                taken = [i for i, value in enumerate(values) if type(value) is dict]
+                sub = [values[i] for i in taken]
+                sub_index = taken if index is None else [index[i] for i in taken]
+            _collect_columns(sub, sub_index, prefix + key + ".", key if parent is None else "", out)
+
+
+def _having(batch: Batch, key: str) -> Sequence[int]:
+    """Indexes of the updates of ``batch`` that have top-level ``key``."""
+    column = batch.top.get(key)
+    if column is None:
+        return ()
+    if column.every:
+        return range(len(batch.updates))
+    return [index for index, update in enumerate(batch.updates) if key in update]
+
+
+def _every_row(rows: list[dict], key: str) -> list:
+    return list(map(operator.itemgetter(key), rows))
+
+
+def _some_rows(rows: list[dict], key: str) -> list:
+    return list(map(dict.get, rows, itertools.repeat(key)))  # None where a row lacks the key
+
+
+def columns_valid(columns: list[Column]) -> bool:
+    """True when the known fields of a batch's columns have allowed types (see :func:`check_update`)."""
+    for column in columns:
+        if column.parent is None:
+            allowed = _FIELD_TYPES.get(column.key)
+        elif column.parent:
+            allowed = _SUBFIELD_TYPES.get(column.parent, _NO_FIELDS).get(column.key)
+        else:
+            continue
+        if allowed is not None and not column.kinds <= allowed:
+            return False
+    return True
+
+
+_NO_FIELDS: dict[str, frozenset] = {}
+_DICT_TYPE = {dict}
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -448,6 +591,19 @@ def _json_type(value: Any) -> str:
 
 
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+@dataclasses.dataclass
+class Batch:
+    """Training updates checked and ready to apply: the values, their JSON texts, their columns."""
+
+    updates: list[dict]
+    texts: list[bytes]  # each update's JSON text, UTF-8
+    columns: list[Column]
+    top: dict[str, Column] = dataclasses.field(init=False)  # the top-level columns by key
+
+    def __post_init__(self) -> None:
+        self.top = {column.key: column for column in self.columns if column.parent is None}
 
 
 @dataclasses.dataclass
@@ -553,8 +709,8 @@ class EventLog:
         """The SSE id of event ``seq``: boot id and sequence, so a restarted server is noticed."""
         return f"{self.boot_id}-{seq}"
 
-    def append(self, name: str, payload: str, supersedes: bool = False) -> int:
-        """Add one event, evicting the oldest past the bounds, and wake the readers.
+    def append(self, name: str, payload: str | bytes, supersedes: bool = False) -> int:
+        """Add one event (its data one line of JSON, as text or UTF-8), evicting the oldest past the bounds.
 
         With ``supersedes``, the previous event of the same name that did so is emptied
         in place: only the newest frame matters, so a reader that is behind skips the
@@ -562,7 +718,9 @@ class EventLog:
         """
         with self.changed:
             seq = self._last_seq + 1
-            chunk = f"id: {self.boot_id}-{seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+            if isinstance(payload, str):
+                payload = payload.encode()
+            chunk = b"".join((f"id: {self.boot_id}-{seq}\nevent: {name}\ndata: ".encode(), payload, b"\n\n"))
             if supersedes:
                 self._empty(self._superseding.get(name))
                 self._superseding[name] = seq
@@ -629,16 +787,27 @@ class EventLog:
 FLOAT_MAX = sys.float_info.max
 
 
+_NUMBER_TYPES = {int, float}
+#: Runs an iterator to its end, keeping nothing (``map`` for its effects, at C speed).
+_consume = collections.deque(maxlen=0).extend
+
+
+def _chartable(value: Any) -> bool:
+    """A number a chart can draw: a float (finite once sanitised) or an int within a float's range."""
+    kind = type(value)
+    return kind is float or (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX)
+
+
 class SeriesHistory:
     """One metric's points within a fixed budget, keeping the shape of the whole run.
 
     Half the budget is an *overview*: every ``stride``-th point since the start;
     when it fills up every second point is dropped and the stride doubles, so it
     always spans the whole run evenly and keeps the very first point. The other
-    half is a ring of the most recent points at full resolution, so the latest
-    point and the recent detail are never lost. A point is a (step, wall time,
-    value) tuple whose step and time objects are shared by every metric of its
-    update: about 100 bytes a point.
+    half is the most recent points at full resolution, so the latest point and
+    the recent detail are never lost. Points are kept as three float64 columns
+    (step, wall time, value): 24 bytes a point and no object per point, so a
+    batch of points is added with a few C-level slices.
     """
 
     __slots__ = ("half", "count", "stride", "overview", "recent")
@@ -647,47 +816,94 @@ class SeriesHistory:
         self.half = max(2, budget // 2)
         self.count = 0  # points offered so far
         self.stride = 1  # a power of two
-        self.overview: list[tuple] = []
-        self.recent: collections.deque[tuple] = collections.deque(maxlen=self.half)
+        self.overview = _columns()
+        self.recent = _columns()  # the newest points: ``half`` of them, up to twice that between trims
 
-    def add(self, point: tuple) -> None:
-        """Record one (step, wall time, value) point."""
-        if not self.count & (self.stride - 1):
-            overview = self.overview
-            overview.append(point)
-            if len(overview) >= self.half:
-                del overview[1::2]
-                self.stride *= 2
-        self.recent.append(point)
-        self.count += 1
+    def extend(self, steps: array, walls: array, values: array) -> None:
+        """Record points in arrival order (three equally long float64 columns).
+
+        The same as offering the points one at a time: point ``count + i`` joins the
+        overview when the stride divides it, and a full overview is thinned at once.
+        """
+        count, overview, columns = self.count, self.overview, (steps, walls, values)
+        index = -count % self.stride  # the first point whose arrival number is a multiple of the stride
+        while index < len(values):
+            room = self.half - len(overview[0])  # at least 1: a full overview is thinned at once
+            before = len(overview[0])
+            taken = slice(index, index + room * self.stride, self.stride)
+            for kept, column in zip(overview, columns, strict=True):
+                kept.extend(column[taken])
+            if len(overview[0]) < self.half:
+                break
+            after = index + (len(overview[0]) - before - 1) * self.stride + 1  # just past the point that filled it
+            for kept in overview:
+                del kept[1::2]
+            self.stride *= 2
+            index = after + (-(count + after) % self.stride)
+        for kept, column in zip(self.recent, columns, strict=True):
+            kept.extend(column[-self.half :])
+            if len(kept) >= 2 * self.half:
+                del kept[: -self.half]
+        self.count = count + len(values)
 
     @classmethod
     def restored(
-        cls, budget: int, count: int, stride: int, overview: list[tuple], recent: list[tuple]
+        cls, budget: int, count: int, stride: int, overview: tuple[array, ...], recent: tuple[array, ...]
     ) -> SeriesHistory:
         """A series as a store kept it (the budget may have changed since)."""
         series = cls(budget)
         series.count = count
         series.stride = stride
-        while len(overview) >= series.half:
-            overview = overview[::2]
+        while len(overview[0]) >= series.half:
+            overview = tuple(column[::2] for column in overview)
             series.stride *= 2
         series.overview = overview
-        series.recent.extend(recent)
+        series.recent = tuple(column[-series.half :] for column in recent)
         return series
 
-    def points(self, since: float | None = None) -> tuple[list, list, list]:
-        """Steps, wall times and values in arrival order (only steps >= ``since`` if given)."""
-        first_recent = self.count - len(self.recent)  # arrival index of the oldest recent point
-        # Overview point k arrived as point k * stride; keep those older than the recent ring.
-        older = min(len(self.overview), -(-first_recent // self.stride))
-        rows = self.overview[:older] + list(self.recent)
-        if since is not None:
-            rows = [row for row in rows if row[0] >= since]
-        if not rows:
-            return [], [], []
-        steps, walls, values = (list(column) for column in zip(*rows, strict=True))
+    def parts(self) -> tuple[int, int, tuple[array, ...], tuple[array, ...]]:
+        """Count, stride, and copies of the overview and recent columns: what the store keeps."""
+        recent = min(len(self.recent[0]), self.half)
+        return (
+            self.count,
+            self.stride,
+            tuple(column[:] for column in self.overview),
+            tuple(column[len(column) - recent :] for column in self.recent),
+        )
+
+    def columns(self) -> tuple[array, array, array]:
+        """Steps, wall times and values in arrival order, as float64 columns."""
+        recent = min(len(self.recent[0]), self.half)
+        first_recent = self.count - recent  # arrival number of the oldest recent point
+        # Overview point k arrived as point k * stride; keep those older than the recent points.
+        older = min(len(self.overview[0]), -(-first_recent // self.stride))
+        steps, walls, values = (
+            kept[:older] + latest[len(latest) - recent :]
+            for kept, latest in zip(self.overview, self.recent, strict=True)
+        )
         return steps, walls, values
+
+    def points(self, since: float | None = None) -> tuple[list, list, list]:
+        """Steps, wall times and values in arrival order as lists (only steps >= ``since`` if given)."""
+        columns = self.columns()
+        if since is None:
+            return columns[0].tolist(), columns[1].tolist(), columns[2].tolist()
+        keep = [step >= since for step in columns[0]]
+        steps, walls, values = (list(itertools.compress(column, keep)) for column in columns)
+        return steps, walls, values
+
+
+def _metric_names(data: dict, prefix: str = "") -> Iterable[str]:
+    """The metric names of one update's chartable numbers, depth first."""
+    for key, value in data.items():
+        if _chartable(value):
+            yield prefix + key
+        elif type(value) is dict:
+            yield from _metric_names(value, prefix + key + ".")
+
+
+def _columns() -> tuple[array, array, array]:
+    return array("d"), array("d"), array("d")
 
 
 class MetricHistory:
@@ -699,25 +915,63 @@ class MetricHistory:
         self.series: dict[str, SeriesHistory] = {}
         self.refused: set[str] = set()
 
-    def record(self, data: dict, step: float, wall: float, prefix: str = "") -> None:
-        """Add a point to every number in ``data`` (nested objects as ``a.b``) at ``step``.
+    def record(self, updates: list[dict], columns: list[Column], steps: list, wall: float) -> None:
+        """Add a point to every number of a batch (see :func:`batch_columns`); ``steps[i]`` is update i's.
 
-        ``data`` is sanitised: its floats are finite. Booleans, text and lists are not metrics.
+        The same as recording the updates one at a time, a field at a time: each
+        metric's points are added to its series at once. The updates are
+        sanitised (their floats are finite); booleans, text and lists are not
+        metrics.
         """
-        series = self.series
-        point_base = (step, wall)
-        for key, value in data.items():
-            kind = type(value)
-            if kind is float or (kind is int and -FLOAT_MAX <= value <= FLOAT_MAX):
-                name = prefix + key if prefix else key
-                history = series.get(name)
-                if history is None:
-                    history = self._start(name)
-                    if history is None:
-                        continue
-                history.add(point_base + (value,))
-            elif kind is dict:
-                self.record(value, step, wall, (prefix + key if prefix else key) + ".")
+        found: dict[str, list[tuple[list[int] | None, list, array | None]]] = {}  # name -> (rows, values, column)
+        for column in columns:
+            if not column.kinds & _NUMBER_TYPES:
+                continue
+            if column.kinds <= _NUMBER_TYPES:  # a number in every update it covers: the usual case
+                try:
+                    values = array("d", column.values)
+                except OverflowError:  # an integer past a float's range is not chartable
+                    pass
+                else:
+                    found.setdefault(column.name, []).append((column.rows, column.values, values))
+                    continue
+            taken = [i for i, value in enumerate(column.values) if _chartable(value)]
+            if taken:
+                rows = taken if column.rows is None else [column.rows[i] for i in taken]
+                found.setdefault(column.name, []).append((rows, [column.values[i] for i in taken], None))
+        self._start_new(found, updates)
+        walls = array("d", [wall]) * len(steps)
+        every = array("d", steps)
+        for name, pieces in found.items():
+            history = self.series.get(name)
+            if history is None:  # past HUD_HISTORY_METRICS
+                continue
+            if len(pieces) == 1:
+                rows, values, column = pieces[0]
+            else:  # a dotted key and a nested field of the same name: their points in arrival order
+                merged = sorted(
+                    (row, value)
+                    for rows, values, _ in pieces
+                    for row, value in zip(range(len(steps)) if rows is None else rows, values, strict=True)
+                )
+                rows, values, column = [row for row, _ in merged], [value for _, value in merged], None
+            history.extend(
+                every if rows is None else array("d", [steps[i] for i in rows]),
+                walls if rows is None else walls[: len(rows)],
+                array("d", values) if column is None else column,
+            )
+
+    def _start_new(self, found: dict[str, list], updates: list[dict]) -> None:
+        """Start the series of metrics new in this batch, in the order their first points arrived."""
+        new = [name for name in found if name not in self.series]
+        if not new:
+            return
+        first = {name: min(0 if rows is None else rows[0] for rows, _, _ in found[name]) for name in new}
+        order: dict[int, list[str]] = {}  # row -> its metric names, depth first (as it would be recorded alone)
+        for row in set(first.values()):
+            order[row] = list(_metric_names(updates[row]))
+        for name in sorted(new, key=lambda name: (first[name], order[first[name]].index(name))):
+            self._start(name)
 
     def _start(self, name: str) -> SeriesHistory | None:
         """A new metric's history, or None when HUD_HISTORY_METRICS are already kept."""
@@ -886,98 +1140,140 @@ class HUD:
 
     # ---- updates
 
-    def apply(
-        self,
-        run_id: str | None,
-        session_id: str | None,
-        updates: list[dict],
-        frame: Frame | None = None,
-        label: str = "updates[{}]",
-    ) -> Session:
-        """Merge ``updates`` in order (one event each), then set ``frame``; all or nothing.
+    def prepare(self, values: list, label: str, strict: bool = False, texts: list[bytes] | None = None) -> Batch:
+        """Check a batch's updates and bring them to the form kept and streamed.
 
-        ``label`` names an update in error messages (formatted with its index).
+        ``strict`` says the values hold no NaN or infinity (see :func:`parse_json`).
+        ``texts``, when given, are the updates' own strict JSON texts in UTF-8 (NDJSON
+        lines without a carriage return): they are streamed as they came, which spares
+        encoding each update again. Otherwise each update is encoded here, with NaN
+        and infinities as null. Text past HUD_MAX_STRING_LENGTH is cut; a wrong
+        type on a known field, too many keys or too deep a nesting raises APIError.
+        ``label`` names update ``i`` in errors as ``label.format(i)``.
         """
-        prepared = []
+        objects = not values or set(map(type, values)) == _DICT_TYPE
+        if not (strict and objects):
+            for index, data in enumerate(values):  # NaN and friends are checked as sent, before they are null
+                check_update(data, label.format(index))
+        if texts is None and strict:
+            texts = list(map(encode_strict_value, values))
+        elif texts is None:
+            texts = []
+            for index, data in enumerate(values):
+                try:
+                    values[index], text = strict_dumps(data)
+                except RecursionError:
+                    raise APIError(
+                        400, "too_deep", f"{label.format(index)} is nested deeper than HUD_MAX_DEPTH"
+                    ) from None
+                texts.append(text.encode())
         limits = self.limits
-        for index, data in enumerate(updates):
-            where = label.format(index)
-            try:
-                clean, text = strict_dumps(data)
-            except RecursionError:
-                raise APIError(
-                    400, "too_deep", f"{where} is nested deeper than HUD_MAX_DEPTH ({limits.max_depth})"
-                ) from None
-            if not limits.within(text):
-                clean = limits.apply(clean, where)
-                text = _strict_encode(clean)
-            prepared.append((clean, text))
+        for index in limits.outside(texts):
+            values[index] = limits.apply(values[index], label.format(index))
+            texts[index] = _strict_encode(values[index]).encode()
+        columns = batch_columns(values)
+        if not columns_valid(columns):
+            for index, data in enumerate(values):  # find the first wrong field and name it
+                check_update(data, label.format(index))
+        return Batch(values, texts, columns)
+
+    def apply(self, run_id: str | None, session_id: str | None, batch: Batch, frame: Frame | None = None) -> Session:
+        """Merge a prepared batch (see :meth:`prepare`) in order as one event, then set ``frame``.
+
+        All or nothing: a batch past the state's limits, or from a run that does
+        not own the HUD, changes nothing. The event carries the updates' texts
+        and the step of each (``batch`` and ``steps``); ``updates`` is the count
+        after the last of them.
+        """
+        updates = batch.updates
         with self.lock:
-            self._check_limits(prepared)
+            self._check_limits(batch)
             session = self.claim(run_id, session_id)
-            now = time.time()
-            envelope = '{"snapshot":false,"ts":%r,"session_id":%s,"run_id":%s,"updates":%d,"step":%r,"data":%s}'
-            sid = json.dumps(session.session_id)
-            rid = json.dumps(session.run_id)
-            for clean, text in prepared:
-                self.state.update(clean)
-                self._account(clean, text)
-                self.updates += 1
-                step = self._step_of(clean)
-                self.history.record(clean, step, now)
-                if "episode_reward" in clean or "llm_suggestion" in clean:
-                    self._note_recent(clean, step, now)
-                self.log.append("training_update", envelope % (now, sid, rid, self.updates, step, text))
-            if prepared:
+            if updates:
+                now = time.time()
+                steps = self._steps_of(batch)
+                self._merge(batch, steps, now)
+                self.history.record(updates, batch.columns, steps, now)
+                self.updates += len(updates)
+                sid, rid = json.dumps(session.session_id), json.dumps(session.run_id)
+                head = (
+                    f'{{"snapshot":false,"ts":{now!r},"session_id":{sid},"run_id":{rid},"updates":{self.updates},'
+                    f'"steps":[{",".join(map(repr, steps))}],"batch":['
+                )
+                self.log.append("training_update", b"".join((head.encode(), b",".join(batch.texts), b"]}")))
                 self.last_update = now
                 self.changes += 1
-                self.counts["updates"] += len(prepared)
+                self.counts["updates"] += len(updates)
             if frame is not None:
                 self._set_frame(frame)
             return session
 
-    def _note_recent(self, data: dict, step: float, now: float) -> None:
-        """Keep the dashboard's lists: an update with episode_reward ends an episode; new LLM advice."""
-        if "episode_reward" in data:
-            state = self.state  # already merged: fields the update left out come from earlier ones
+    def _steps_of(self, batch: Batch) -> list:
+        """The x of each update's points: its global_step, else the run's latest one, else arrival order."""
+        given, count = batch.top.get("global_step"), len(batch.updates)
+        if given is None:
+            steps = [None] * count
+        elif given.kinds <= _NUMBER_TYPES and -FLOAT_MAX <= min(given.values) and max(given.values) <= FLOAT_MAX:
+            self.last_step = given.values[-1]  # every update has a global_step: the usual case
+            return list(given.values)
+        else:
+            steps = list(given.values)
+        for index, step in enumerate(steps):
+            if _chartable(step):
+                self.last_step = step
+            else:
+                steps[index] = self.last_step if self.last_step is not None else self.updates + index + 1
+        return steps
+
+    def _merge(self, batch: Batch, steps: list, now: float) -> None:
+        """Merge the updates into the state in order, noting ended episodes and new LLM advice on the way.
+
+        An update with episode_reward ends an episode; its number and length come
+        from the state as merged up to that update. Only the episodes the list can
+        keep are looked at.
+        """
+        updates, texts = batch.updates, batch.texts
+        if self._large_values or max(map(len, texts)) > SMALL_UPDATE_BYTES:
+            for update, text in zip(updates, texts, strict=True):
+                self._account(update, text)
+        merge = self.state.update
+        done = 0
+        for index in _having(batch, "episode_reward")[-self.episodes.maxlen :]:
+            _consume(map(merge, updates[done : index + 1]))
+            done = index + 1
+            state = self.state
             self.episodes.append(
                 {
                     "episode": state.get("episode"),
-                    "reward": data["episode_reward"],
+                    "reward": updates[index]["episode_reward"],
                     "length": state.get("episode_length"),
-                    "step": step,
+                    "step": steps[index],
                     "ts": now,
                 }
             )
-        text = data.get("llm_suggestion")
-        if isinstance(text, str) and text and (not self.suggestions or self.suggestions[-1]["text"] != text):
-            self.suggestions.append({"text": text, "step": step, "ts": now})
+        _consume(map(merge, updates[done:]))
+        for index in _having(batch, "llm_suggestion"):
+            text = updates[index]["llm_suggestion"]
+            if isinstance(text, str) and text and (not self.suggestions or self.suggestions[-1]["text"] != text):
+                self.suggestions.append({"text": text, "step": steps[index], "ts": now})
 
-    def _step_of(self, data: dict) -> float:
-        """The x of an update's points: its global_step, else the run's latest one, else arrival order."""
-        step = data.get("global_step")
-        if type(step) in (int, float) and -FLOAT_MAX <= step <= FLOAT_MAX:
-            self.last_step = step
-            return step
-        return self.last_step if self.last_step is not None else self.updates
-
-    def _check_limits(self, prepared: list[tuple[dict, str]]) -> None:
+    def _check_limits(self, batch: Batch) -> None:
         """Refuse a batch that would take the state past its key or byte budget."""
-        new_keys: set[str] = set()
-        for clean, _ in prepared:
-            new_keys |= clean.keys() - self.state.keys()
-        if len(self.state) + len(new_keys) > self.settings["max_state_keys"]:
+        state = self.state
+        new_keys = len(batch.top.keys() - state.keys())
+        if len(state) + new_keys > self.settings["max_state_keys"]:
             raise APIError(
                 413,
                 "too_many_keys",
-                f"the state would hold {len(self.state) + len(new_keys)} top-level keys; "
+                f"the state would hold {len(state) + new_keys} top-level keys; "
                 f"HUD_MAX_STATE_KEYS is {self.settings['max_state_keys']}",
             )
-        if all(len(text) <= SMALL_UPDATE_BYTES for _, text in prepared):
+        texts = batch.texts
+        if not texts or max(map(len, texts)) <= SMALL_UPDATE_BYTES:
             return  # small updates only ever release large values
         large = dict(self._large_values)
-        for clean, text in prepared:
-            self._account(clean, text, large)
+        for update, text in zip(batch.updates, texts, strict=True):
+            self._account(update, text, large)
         total = sum(large.values())
         if total > self.settings["max_state_bytes"]:
             raise APIError(
@@ -1258,7 +1554,7 @@ class Store:
                 self._written_counts = {}
             meta = hud.persistent_meta()
             series = [
-                (name, history.count, history.stride, list(history.overview), list(history.recent))
+                (name, *history.parts())
                 for name, history in hud.history.series.items()
                 if self._written_counts.get(name) != history.count
             ]
@@ -1300,17 +1596,19 @@ class Store:
         self.db.close()
 
 
-def _points_blob(rows: list[tuple]) -> bytes:
-    """(step, time, value) rows as one float64 blob."""
-    return array("d", itertools.chain.from_iterable(rows)).tobytes()
+def _points_blob(columns: tuple[array, ...]) -> bytes:
+    """(step, time, value) columns as one float64 blob of rows."""
+    flat = array("d", bytes(8 * 3 * len(columns[0])))
+    for offset, column in enumerate(columns):
+        flat[offset::3] = column
+    return flat.tobytes()
 
 
-def _points_from_blob(blob: bytes) -> list[tuple]:
-    """The rows of :func:`_points_blob`."""
+def _points_from_blob(blob: bytes) -> tuple[array, array, array]:
+    """The columns of :func:`_points_blob`."""
     flat = array("d")
     flat.frombytes(blob)
-    values = flat.tolist()
-    return list(zip(values[0::3], values[1::3], values[2::3], strict=True))
+    return flat[0::3], flat[1::3], flat[2::3]
 
 
 # --------------------------------------------------------------------------- SSE stream
@@ -1474,24 +1772,60 @@ SECURITY_HEADERS = {
 }
 
 
-def _json_body() -> Any:
-    """Parse the request body as JSON (whatever the Content-Type), or raise a 400/413 APIError."""
+def _json_body() -> tuple[Any, bool]:
+    """The request body parsed as JSON (whatever the Content-Type) and whether it is strict (see parse_json).
+
+    An empty body is None. Raises a 400 or 413 APIError.
+    """
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise APIError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        return None, True
+    return parse_json(raw, "the body")
 
 
-def _body_object(allow_empty: bool = False) -> dict:
-    body = _json_body()
+def _body_object(allow_empty: bool = False) -> tuple[dict, bool]:
+    """The body as a JSON object, and whether it is strict."""
+    body, strict = _json_body()
     if body is None and allow_empty:
-        return {}
+        return {}, True
     if not isinstance(body, dict):
         raise APIError(400, "invalid_body", f"the body must be a JSON object, got {_json_type(body)}")
-    return body
+    return body, strict
+
+
+#: Media types of the NDJSON form of /api/batch.
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-seq"})
+
+
+def _ndjson_body() -> tuple[dict, list[bytes], bool]:
+    """The NDJSON form of a batch: a header object (run_id, session_id, frame), then one update per line.
+
+    Returns the header, the update lines (empty ones skipped) and whether the lines
+    can be streamed as they are: a carriage return other than in a CRLF line end
+    would end an SSE data line, so such a batch is encoded again.
+    """
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    head, _, rest = raw.partition(b"\n")
+    body = parse_json(head, "line 1 of the batch")[0] if head.strip() else None
+    if not isinstance(body, dict):
+        raise APIError(
+            400,
+            "invalid_body",
+            f"line 1 of an NDJSON batch must be an object (run_id, session_id, frame), got {_json_type(body)}",
+        )
+    if "updates" in body:
+        raise APIError(400, "invalid_body", "an NDJSON batch carries its updates on the lines after the first")
+    lines = rest.split(b"\n")
+    if b"" in lines:  # blank lines (a trailing newline, say) carry nothing
+        lines = [line for line in lines if line]
+    return body, lines, b"\r" not in rest
+
+
+def _check_batch_size(count: int, limit: int) -> None:
+    if count > limit:
+        raise APIError(413, "batch_too_large", f"{count} updates in one batch; HUD_MAX_BATCH is {limit}")
 
 
 def _ids(body: dict) -> tuple[str | None, str | None]:
@@ -1627,24 +1961,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.post("/api/register_session")
     def register_session():
-        run_id, session_id = _ids(_body_object(allow_empty=True))
+        run_id, session_id = _ids(_body_object(allow_empty=True)[0])
         with hud.lock:
             session = hud.claim(run_id, session_id)
         return jsonify(session_id=session.session_id, status="registered", run_id=session.run_id, boot_id=hud.boot_id)
 
     @app.post("/api/update_training")
     def update_training():
-        body = _body_object()
+        body, strict = _body_object()
         run_id, session_id = _ids(body)
         if "data" not in body:
             raise APIError(400, "invalid_body", "the body needs a 'data' object")
-        check_update(body["data"], "data")
-        session = hud.apply(run_id, session_id, [body["data"]], label="data")
+        session = hud.apply(run_id, session_id, hud.prepare([body["data"]], "data", strict))
         return jsonify(status="updated", session_id=session.session_id, boot_id=hud.boot_id)
 
     @app.post("/api/update_vision")
     def update_vision():
-        body = _body_object()
+        body, _ = _body_object()
         run_id, session_id = _ids(body)
         frame = decode_frame(
             body.get("image_base64"),
@@ -1658,17 +1991,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.post("/api/batch")
     def batch():
-        body = _body_object()
+        texts = None
+        if request.mimetype in NDJSON_TYPES:
+            body, lines, verbatim = _ndjson_body()
+            _check_batch_size(len(lines), settings["max_batch"])
+            updates, strict = parse_lines(lines, "updates[{}]")
+            if verbatim and strict:
+                texts = lines  # streamed as they came: each line is one whole strict JSON value
+        else:
+            body, strict = _body_object()
+            updates = body.get("updates", [])
+            if not isinstance(updates, list):
+                raise APIError(400, "invalid_body", f"updates must be an array, got {_json_type(updates)}")
+            _check_batch_size(len(updates), settings["max_batch"])
         run_id, session_id = _ids(body)
-        updates = body.get("updates", [])
-        if not isinstance(updates, list):
-            raise APIError(400, "invalid_body", f"updates must be an array, got {_json_type(updates)}")
-        if len(updates) > settings["max_batch"]:
-            raise APIError(
-                413, "batch_too_large", f"{len(updates)} updates in one batch; HUD_MAX_BATCH is {settings['max_batch']}"
-            )
-        for index, data in enumerate(updates):
-            check_update(data, f"updates[{index}]")
         frame = None
         if body.get("frame") is not None:
             if not isinstance(body["frame"], dict):
@@ -1680,7 +2016,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 settings["max_frame_side"],
                 "frame.",
             )
-        session = hud.apply(run_id, session_id, updates, frame)
+        session = hud.apply(run_id, session_id, hud.prepare(updates, "updates[{}]", strict, texts), frame)
         return jsonify(status="updated", applied=len(updates), session_id=session.session_id, boot_id=hud.boot_id)
 
     @app.post("/api/reset_session")

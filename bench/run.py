@@ -247,7 +247,7 @@ def case_ingest(plan: dict, profile_dir: Path | None) -> dict:
         ]
         result = {
             "settings": {
-                "client": "HUDClient defaults (max_batch 500), max_pending = updates + 10",
+                "client": "HUDClient defaults (max_batch 1000, NDJSON batches), max_pending = updates + 10",
                 "update": "8 keys, 2 nested dicts",
                 "server": "defaults",
             },

@@ -379,17 +379,18 @@ def stream_readers(args: argparse.Namespace) -> None:
                 if block.find(b"event: training_update", 0, at) >= 0:
                     if payload.get("snapshot"):
                         continue
-                    sent = payload["data"].get("bench_sent_ns")
-                    if sent is None:
-                        continue
-                    latencies.append(now_ns() - sent)
-                    step = payload["data"]["global_step"]
-                    if step in reader.steps:
-                        reader.duplicates += 1
-                    reader.steps.add(step)
-                    if step == args.last and not reader.done:
-                        reader.done = True
-                        finished += 1
+                    for data in payload["batch"]:  # a live event carries the updates of one POST
+                        sent = data.get("bench_sent_ns")
+                        if sent is None:
+                            continue
+                        latencies.append(now_ns() - sent)
+                        step = data["global_step"]
+                        if step in reader.steps:
+                            reader.duplicates += 1
+                        reader.steps.add(step)
+                        if step == args.last and not reader.done:
+                            reader.done = True
+                            finished += 1
                 elif not payload.get("snapshot") and payload.get("image_base64"):
                     seq, sent = read_frame_header(payload["image_base64"])
                     frame_latencies.append(now_ns() - sent)

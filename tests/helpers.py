@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -65,10 +66,16 @@ class LiveServer:
     def stop(self) -> None:
         """Close the server and wait for its thread."""
         self.hud.end_streams()
-        self.server.close()
-        # Closing the listener leaves kept-alive connections in waitress's loop: close them so it ends.
-        for channel in list(self.server._map.values()):
-            channel.close()
+        server = self.server
+
+        def close_everything() -> None:
+            # In waitress's own loop thread: closing sockets from another thread while its
+            # select() waits on them fails that select with EBADF. With the listener, the
+            # kept-alive connections and the trigger closed, the loop's map is empty and it ends.
+            for channel in list(server._map.values()):
+                channel.close()
+
+        server.trigger.pull_trigger(close_everything)
         self.thread.join(timeout=10)
 
 
@@ -158,6 +165,28 @@ def _drain(process: subprocess.Popen, sink: list) -> None:
 
 
 SSE_FIELD = re.compile(r"^(\w+): ?(.*)$")
+#: Where an event stream's lines end (the SSE spec): CRLF, LF or CR, and nothing else.
+SSE_LINE_END = re.compile(rb"\r\n|\r|\n")
+#: Media type of the NDJSON form of /api/batch, as HUDClient sends it.
+NDJSON = "application/x-ndjson"
+
+
+def sse_lines(chunks):
+    """The lines of an event stream (bytes arriving in ``chunks``) split as a browser splits them, decoded as UTF-8.
+
+    ``str.splitlines`` (what requests' iter_lines uses) would also split at U+2028, NEL and
+    the like, which may stand raw in JSON text; an EventSource splits at CR and LF only.
+    """
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        for match in SSE_LINE_END.finditer(buffer):
+            if match.group() == b"\r" and match.end() == len(buffer):
+                break  # perhaps the CR of a CRLF whose LF is in the next chunk
+            yield buffer[start : match.start()].decode("utf-8")
+            start = match.end()
+        buffer = buffer[start:]
 
 
 class SSEReader:
@@ -165,7 +194,7 @@ class SSEReader:
 
     def __init__(self, url: str, headers: dict | None = None, timeout: float = 10.0):
         self.response = requests.get(url, stream=True, headers=headers or {}, timeout=timeout)
-        self._lines = self.response.iter_lines(chunk_size=None, decode_unicode=True)
+        self._lines = sse_lines(self.response.iter_content(chunk_size=None))
         self.retry = None
         self.comments = 0
 
@@ -202,6 +231,71 @@ class SSEReader:
             if "event" in event:
                 return event
 
+    def next_live_updates(self, parse=None) -> list[dict]:
+        """The updates of the next live (not snapshot) training_update event, one record each (see live_updates)."""
+        parse = parse or strict_json
+        while True:
+            event = self.next_named()
+            if event["event"] != "training_update":
+                continue
+            payload = parse(event["data"])
+            if not payload["snapshot"]:
+                return live_updates(payload)
+
+    def read_live_updates(self, count: int, parse=None) -> list[dict]:
+        """The records of the next ``count`` updates streamed live (from as many events as they came in)."""
+        records: list[dict] = []
+        while len(records) < count:
+            records.extend(self.next_live_updates(parse))
+        assert len(records) == count, f"an event carried updates past the {count} expected"
+        return records
+
     def close(self) -> None:
         """Close the connection."""
         self.response.close()
+
+
+def strict_json(text: str):
+    """Parse as a browser's JSON.parse would: NaN and Infinity are errors."""
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def live_updates(payload: dict) -> list[dict]:
+    """A live training_update event's updates, one record each, as the event of one update looked before batching.
+
+    A live event carries every update of one POST: ``batch[i]`` at step ``steps[i]``, and
+    ``updates`` is the count after the last. Each record is {snapshot, ts, session_id,
+    run_id, updates (the count after that update), step, data}.
+    """
+    assert payload["snapshot"] is False, payload
+    assert "data" not in payload and "step" not in payload, "a live event carries batch and steps, not data and step"
+    steps, batch = payload["steps"], payload["batch"]
+    assert isinstance(batch, list) and len(steps) == len(batch) >= 1, payload
+    before = payload["updates"] - len(batch)
+    shared = {key: payload[key] for key in ("ts", "session_id", "run_id")}
+    return [
+        {"snapshot": False, **shared, "updates": before + index + 1, "step": step, "data": data}
+        for index, (step, data) in enumerate(zip(steps, batch, strict=True))
+    ]
+
+
+def ndjson_batch(updates: list[dict], **header) -> str:
+    """The NDJSON form of an /api/batch body: a header line (ids, frame), then one update a line."""
+    return "\n".join([json.dumps(header), *map(json.dumps, updates)]) + "\n"
+
+
+def posted_body(data, headers: dict | None) -> dict:
+    """What a transport was asked to POST, as a JSON object; an NDJSON batch as its header plus ``updates``."""
+    content_type = {key.lower(): value for key, value in (headers or {}).items()}.get("content-type", "")
+    if content_type.split(";")[0].strip() != NDJSON:
+        return json.loads(data)
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    header, *lines = text.split("\n")
+    body = json.loads(header)
+    assert isinstance(body, dict) and "updates" not in body, header
+    body["updates"] = [json.loads(line) for line in lines if line]
+    return body

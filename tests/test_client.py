@@ -20,7 +20,7 @@ import pytest
 import requests
 
 import hud_client
-from helpers import ROOT, SSEReader, free_port, start_server_process, wait_until
+from helpers import NDJSON, ROOT, SSEReader, free_port, posted_body, start_server_process, wait_until
 from hud_client import HUDClient, HUDClientStats, to_json_value
 
 FAKE_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32  # passes the JPEG magic check on both sides
@@ -64,6 +64,7 @@ class RecordingSession:
 
     def __init__(self, answer=None, boot_id: str = "boot-1"):
         self.posts: list[tuple[str, dict, str]] = []  # (path, body, thread name)
+        self.raw: list[tuple[str, bytes, dict]] = []  # (path, data, headers) as the client passed them
         self.gate = threading.Event()
         self.gate.set()
         self.answer = answer
@@ -74,9 +75,10 @@ class RecordingSession:
         assert isinstance(timeout, tuple) and all(0 < t < 60 for t in timeout)
         self.gate.wait(30)  # a test holding the gate releases it; 30 s only bounds a broken test
         path = urlsplit(url).path
-        body = json.loads(data)
+        body = posted_body(data, headers)  # an NDJSON batch as {header..., "updates": [...]}
         with self._lock:
             self.posts.append((path, body, threading.current_thread().name))
+            self.raw.append((path, data, dict(headers or {})))
         if self.answer is not None:
             return self.answer(path, body)
         return FakeResponse(200, {"status": "updated", "session_id": "s-1", "boot_id": self.boot_id})
@@ -352,6 +354,42 @@ def test_updates_go_out_in_order_in_bounded_batches(fake, make_client):
     assert (stats.sent, stats.dropped, stats.pending, stats.failed) == (1000, 0, 0, 0)
 
 
+def test_batches_go_as_ndjson_a_header_then_one_update_a_line(make_client):
+    """A batch is sent as NDJSON: Content-Type application/x-ndjson, a header line of ids and frame, then one line an update."""
+    transport = RecordingSession()
+    transport.gate.clear()  # everything is buffered before the first batch goes
+    client = make_client("http://127.0.0.1:9", run_id="nd", session=transport)
+    updates = [{"global_step": 1, "where": "Hyrule \u2028 café"}, {"global_step": 2, "loss": {"policy": 0.5}}]
+    for update in updates:
+        client.update_training_data(update)
+    client.update_vision_data(FAKE_JPEG, response_time=0.5)
+    transport.gate.set()
+    assert client.flush(10)
+    [(path, data, headers)] = [post for post in transport.raw if post[0] == "/api/batch"]
+    assert headers["Content-Type"] == NDJSON
+    lines = data.decode("utf-8").split("\n")
+    header = json.loads(lines[0])
+    assert header == {
+        "session_id": "s-1",
+        "run_id": "nd",
+        "frame": {"image_base64": base64.b64encode(FAKE_JPEG).decode(), "response_time": 0.5},
+    }
+    assert [json.loads(line) for line in lines[1:]] == updates  # no line break inside an update
+
+
+def test_default_batches_hold_up_to_1000_updates(make_client):
+    """By default the client sends up to 1000 updates in one batch, in order."""
+    transport = RecordingSession()
+    transport.gate.clear()  # the sender is stuck registering while the caller buffers 2500 updates
+    client = make_client("http://127.0.0.1:9", session=transport)
+    for i in range(2500):
+        client.update_training_data({"i": i})
+    transport.gate.set()
+    assert client.flush(10)
+    assert [len(batch["updates"]) for batch in transport.batches()] == [1000, 1000, 500]
+    assert [u["i"] for u in transport.updates()] == list(range(2500))
+
+
 def test_full_buffer_drops_the_oldest_and_counts_them(make_client):
     """Past max_pending the oldest updates are dropped and counted; the newest are sent."""
     transport = RecordingSession()
@@ -502,7 +540,7 @@ def test_close_is_idempotent_and_later_calls_are_ignored(fake):
 
 
 def test_order_kept_for_1000_updates_on_the_stream(live_server, make_client):
-    """1000 updates reach a dashboard's /stream as 1000 training_update events, in order."""
+    """1000 updates reach a dashboard's /stream in order, each with its step and running count."""
     reader = SSEReader(live_server.url + "/stream")
     try:
         first = reader.next_named()
@@ -511,15 +549,13 @@ def test_order_kept_for_1000_updates_on_the_stream(live_server, make_client):
         for i in range(1000):
             client.update_training_data({"i": i, "global_step": i * 10})
         assert client.flush(20)
-        seen = []
-        while len(seen) < 1000:
-            event = reader.next_named()
-            payload = json.loads(event["data"])
-            if event["event"] == "training_update" and not payload["snapshot"]:
-                seen.append(payload["data"]["i"])
+        records = reader.read_live_updates(1000)
     finally:
         reader.close()
-    assert seen == list(range(1000))
+    assert [record["data"]["i"] for record in records] == list(range(1000))
+    assert [record["step"] for record in records] == [i * 10 for i in range(1000)]
+    assert [record["updates"] for record in records] == list(range(1, 1001))
+    assert {record["run_id"] for record in records} == {"order"}
     state = get_state(live_server.url)
     assert state["updates"] == 1000 and state["data"] == {"i": 999, "global_step": 9990}
     assert state["run_id"] == "order" and state["session_id"] == client.session_id

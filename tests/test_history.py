@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
+from array import array
 
 import pytest
 
 import hud_server
-from hud_server import MetricHistory, SeriesHistory
+from hud_server import MetricHistory, SeriesHistory, batch_columns
 
 
-def fill(series: SeriesHistory, count: int) -> None:
-    """Offer ``count`` points with step i and value 2i."""
-    for index in range(count):
-        series.add((index, 1000.0 + index, 2.0 * index))
+def fill(series: SeriesHistory, count: int, chunk: int = 1000) -> None:
+    """Offer ``count`` points with step i and value 2i, ``chunk`` points per extend()."""
+    for start in range(0, count, chunk):
+        steps = range(start, min(start + chunk, count))
+        series.extend(array("d", steps), array("d", [1000.0 + i for i in steps]), array("d", [2.0 * i for i in steps]))
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
 @pytest.mark.parametrize("budget,count", [(16, 10), (16, 1000), (100, 12345), (2000, 200_000)])
-def test_budget_respected_first_and_latest_kept_order_kept(budget, count):
-    """However many points arrive, at most the budget are kept, with the first and latest, in order."""
+def test_budget_respected_first_and_latest_kept_order_kept(budget, count, chunk):
+    """However many points arrive, in whatever chunks, at most the budget are kept, with the first and latest, in order."""
     series = SeriesHistory(budget)
-    fill(series, count)
+    fill(series, count, chunk)
     steps, walls, values = series.points()
     assert len(steps) <= budget
     assert steps[0] == 0 and steps[-1] == count - 1
@@ -72,20 +75,19 @@ def test_values_keep_seven_significant_digits(client):
 def test_nested_numbers_flattened_and_non_numbers_skipped():
     """Nested numeric fields become a.b metrics; booleans, strings, lists and null are not metrics."""
     history = MetricHistory(100, 50)
-    history.record(
-        {"loss": {"policy": 0.5, "value": 1}, "done": True, "name": "x", "xs": [1, 2], "r": None, "big": 10**20},
-        step=3,
-        wall=0.0,
-    )
+    update = {"loss": {"policy": 0.5, "value": 1}, "done": True, "name": "x", "xs": [1, 2], "r": None, "big": 10**20}
+    history.record([update], batch_columns([update]), [3], 0.0)
     assert sorted(history.series) == ["big", "loss.policy", "loss.value"]
-    assert json.loads(history.export_json(["loss.policy"]))["loss.policy"]["values"] == [0.5]
+    assert json.loads(history.export_json(["loss.policy"]))["loss.policy"] == {"steps": [3], "values": [0.5]}
 
 
 def test_metric_count_is_bounded():
     """No more than HUD_HISTORY_METRICS metrics are recorded."""
     history = MetricHistory(100, 3)
-    history.record({f"m{i}": i for i in range(10)}, step=0, wall=0.0)
-    assert len(history.series) == 3
+    history.record([{f"m{i}": i for i in range(10)}], batch_columns([{f"m{i}": i for i in range(10)}]), [0], 0.0)
+    assert list(history.series) == ["m0", "m1", "m2"]
+    history.record([{"m9": 9, "m1": 1}], batch_columns([{"m9": 9, "m1": 1}]), [1], 1.0)
+    assert list(history.series) == ["m0", "m1", "m2"] and history.series["m1"].points()[0] == [0, 1]
 
 
 def post_batch(client, updates, run_id=None):
@@ -150,6 +152,24 @@ def test_takeover_starts_a_new_history():
     assert list(client.get("/api/history").get_json()["metrics"]) == ["global_step", "loss"]
 
 
+def test_metrics_kept_under_the_cap_do_not_depend_on_batching():
+    """Past HUD_HISTORY_METRICS the metrics kept are those that had a number first, however the updates were batched."""
+    updates = [{"a": None, "b": 1}, {"a": 2, "c": 3}]
+    kept = []
+    for batches in ([updates], [[update] for update in updates]):
+        client = hud_server.create_app({"history_metrics": 1}).test_client()
+        for batch in batches:
+            post_batch(client, batch)
+        kept.append(list(client.get("/api/history").get_json()["metrics"]))
+    assert kept == [["b"], ["b"]]
+
+
+def test_a_dotted_key_and_a_nested_field_of_one_name_keep_arrival_order(client):
+    """A metric sent both as key "a.b" and as a→b gets its points in the order they arrived."""
+    post_batch(client, [{"global_step": 1, "a.b": 1}, {"global_step": 2, "a": {"b": 2}}, {"global_step": 3, "a.b": 3}])
+    assert client.get("/api/history").get_json()["metrics"]["a.b"] == {"steps": [1, 2, 3], "values": [1, 2, 3]}
+
+
 def test_live_events_carry_the_step_of_their_points(live_server):
     """Each live training_update says which step its points belong to (the chart's x)."""
     import requests
@@ -162,7 +182,10 @@ def test_live_events_carry_the_step_of_their_points(live_server):
         requests.post(
             live_server.url + "/api/batch", json={"updates": [{"global_step": 9, "r": 1}, {"r": 2}]}, timeout=10
         ).raise_for_status()
-        assert [json.loads(reader.next_named()["data"])["step"] for _ in range(2)] == [9, 9]
+        event = json.loads(reader.next_named()["data"])  # one event for the POST
+        assert event["steps"] == [9, 9] and event["batch"] == [{"global_step": 9, "r": 1}, {"r": 2}]
+        requests.post(live_server.url + "/api/batch", json={"updates": [{"r": 3}]}, timeout=10).raise_for_status()
+        assert json.loads(reader.next_named()["data"])["steps"] == [9]  # the run's latest step
     finally:
         reader.close()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import requests
@@ -12,6 +10,7 @@ gymnasium = pytest.importorskip("gymnasium")
 pytest.importorskip("pygame", reason="CartPole renders rgb_array frames with pygame")
 pytest.importorskip("PIL", reason="frames given as arrays are JPEG-encoded with Pillow")
 
+from helpers import posted_body  # noqa: E402
 from hud_client import HUDClient  # noqa: E402
 from hud_integrations.gymnasium import HUDVectorWrapper, HUDWrapper  # noqa: E402
 
@@ -192,8 +191,8 @@ class RecordingTransport:
         self.bodies = []
 
     def post(self, url, data=None, headers=None, timeout=None):
-        """Record the JSON body and answer 200."""
-        self.bodies.append(json.loads(data))
+        """Record the body (an NDJSON batch as its header plus ``updates``) and answer 200."""
+        self.bodies.append(posted_body(data, headers))
         return RecordedReply()
 
 

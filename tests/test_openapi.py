@@ -19,7 +19,7 @@ import requests
 import yaml
 from hypothesis import HealthCheck, settings
 
-from helpers import ROOT, SSEReader, start_live_server
+from helpers import NDJSON, ROOT, SSEReader, start_live_server
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install -r requirements-dev.txt")
 from schemathesis.config import SchemathesisConfig  # noqa: E402
@@ -30,6 +30,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
+
+#: The NDJSON form of /api/batch is text: generated strings for it are sent as they are, UTF-8.
+schemathesis.serializer.alias(["application/x-ndjson", "application/jsonl"], "text/plain")
 
 SPEC_PATH = Path(ROOT) / "docs" / "openapi.yaml"
 TOKEN = "s3cret-openapi-token"
@@ -230,6 +233,15 @@ def test_stream_matches_the_description(fresh_server):
         assert posted.status_code == 200
         _component("TrainingEvent").validate(_json_data(reader.next_named(), "training_update"))
         _component("FrameEvent").validate(_json_data(reader.next_named(), "vision_update"))
+
+        batch = FULL_SCHEMA["/api/batch"]["POST"]
+        example = SPEC["paths"]["/api/batch"]["post"]["requestBody"]["content"][NDJSON]["example"]
+        posted = requests.post(url + "/api/batch", data=example, headers={"Content-Type": NDJSON}, timeout=10)
+        assert posted.status_code == 200 and posted.json()["applied"] == 2
+        batch.validate_response(posted)
+        event = _json_data(reader.next_named(), "training_update")
+        _component("TrainingEvent").validate(event)
+        assert event["batch"] == [json.loads(line) for line in example.splitlines()[1:]]
 
         refused = requests.get(url + "/stream", timeout=10)
         assert refused.status_code == 503

@@ -505,11 +505,8 @@ def test_container_streams_and_accepts_updates(container):
             json={"session_id": None, "run_id": "ops-test", "data": {"episode": 7}},
         )
         assert answer.status_code == 200 and answer.json()["status"] == "updated"
-        while True:
-            event = reader.next_named()
-            if event["event"] == "training_update":
-                break
-        assert json.loads(event["data"])["data"] == {"episode": 7}
+        [record] = reader.next_live_updates()
+        assert record["data"] == {"episode": 7} and record["run_id"] == "ops-test"
     finally:
         reader.close()
 

@@ -1,11 +1,14 @@
 """Hypothesis properties: whatever JSON is posted, the server answers, its state stays an object
-and everything it streams is strict JSON (NaN/Infinity never reach a browser's JSON.parse)."""
+and everything it streams is strict JSON (NaN/Infinity never reach a browser's JSON.parse);
+and the batch-at-a-time history and validation do what doing it one update at a time would."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import logging
+import sys
+from array import array
 
 import pytest
 import requests
@@ -13,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hud_server
-from helpers import SSEReader, start_live_server
+from helpers import SSEReader, live_updates, start_live_server
 
 #: Answers a post may get; anything else (above all a 5xx) is a bug.
 POST_STATUSES = {200, 400, 409, 413}
@@ -115,9 +118,9 @@ def sse_payloads(chunk: bytes) -> list[str]:
     return payloads
 
 
-def post_text(client, path: str, text: str):
+def post_text(client, path: str, text: str, content_type: str = "application/json"):
     """POST raw JSON text (requests and json= refuse NaN)."""
-    return client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json")
+    return client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type=content_type)
 
 
 def check_server_sane(app) -> None:
@@ -179,6 +182,21 @@ def test_any_json_in_batch_updates_is_answered_and_streams_strict_json(batches):
     client = app.test_client()
     for updates in batches:
         response = post_text(client, "/api/batch", '{"run_id": "props", "updates": [' + ",".join(updates) + "]}")
+        assert response.status_code in POST_STATUSES, response.get_data(as_text=True)
+        strict_json(response.get_data(as_text=True))
+    check_server_sane(app)
+
+
+@FAST
+@given(st.lists(st.lists(UPDATE_TEXTS, max_size=3), min_size=1, max_size=3), st.sampled_from(["\n", "\r\n"]))
+@example([['{"a": NaN}', '{"b": 1}']], "\n")
+def test_any_json_lines_in_an_ndjson_batch_are_answered_and_stream_strict_json(batches, line_end):
+    """Any JSON text as the update lines of an NDJSON /api/batch gets 200/400/413, never 5xx; the stream stays strict JSON."""
+    app = fresh_app()
+    client = app.test_client()
+    for updates in batches:
+        body = line_end.join(['{"run_id": "props"}', *updates])
+        response = post_text(client, "/api/batch", body, "application/x-ndjson")
         assert response.status_code in POST_STATUSES, response.get_data(as_text=True)
         strict_json(response.get_data(as_text=True))
     check_server_sane(app)
@@ -260,7 +278,7 @@ def _read_until_probe(reader: SSEReader, probe: int) -> list[dict]:
         event = reader.next_named()
         events.append(event)
         payload = strict_json(event["data"])
-        if event["event"] == "training_update" and payload.get("data") == {"_probe": probe}:
+        if event["event"] == "training_update" and payload.get("batch") == [{"_probe": probe}]:
             return events
 
 
@@ -284,4 +302,168 @@ def test_real_stream_stays_strict_json_for_any_update(streamed, text):
     updates = [strict_json(event["data"]) for event in events if event["event"] == "training_update"]
     assert len(updates) == (2 if response.status_code == 200 else 1)
     for update in updates:
-        assert isinstance(update["data"], dict)
+        [record] = live_updates(update)  # one update posted: one in the event
+        assert isinstance(record["data"], dict)
+
+
+# --------------------------------------------------------------------------- batch-at-a-time = one at a time
+
+
+class ReferenceSeries:
+    """What SeriesHistory keeps, as its plain model: points offered one at a time, each with its arrival number.
+
+    The overview takes every ``stride``-th arrival; when it holds ``half`` points every
+    second one is dropped and the stride doubles. The recent part is the last ``half``
+    points. The points shown are the overview's older than the recent part, then the recent.
+    """
+
+    def __init__(self, budget: int):
+        self.half = max(2, budget // 2)
+        self.count = 0
+        self.stride = 1
+        self.overview: list[tuple[int, tuple]] = []
+        self.recent: list[tuple[int, tuple]] = []
+
+    def add(self, point: tuple) -> None:
+        """Offer one (step, wall, value) point."""
+        if self.count % self.stride == 0:
+            self.overview.append((self.count, point))
+            if len(self.overview) == self.half:
+                self.overview = self.overview[::2]
+                self.stride *= 2
+        self.recent = [*self.recent, (self.count, point)][-self.half :]
+        self.count += 1
+
+    def points(self, since: float | None = None) -> tuple[list, list, list]:
+        """Steps, walls and values shown, oldest first (only steps >= ``since`` if given)."""
+        first_recent = self.recent[0][0] if self.recent else self.count
+        shown = [point for arrival, point in self.overview if arrival < first_recent]
+        shown += [point for _, point in self.recent]
+        if since is not None:
+            shown = [point for point in shown if point[0] >= since]
+        return [p[0] for p in shown], [p[1] for p in shown], [p[2] for p in shown]
+
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+POINTS = st.tuples(FINITE, FINITE, FINITE)
+
+
+@FAST
+@given(st.integers(1, 64), st.lists(st.lists(POINTS, max_size=300), max_size=12), st.none() | FINITE)
+@example(4, [[(float(i), 0.0, float(i)) for i in range(300)]], None)  # one chunk fills the overview many times
+def test_series_extend_in_any_chunks_keeps_what_adding_one_at_a_time_keeps(budget, chunks, since):
+    """SeriesHistory.extend over any chunking shows the same points as its model fed one point at a time."""
+    series, reference = hud_server.SeriesHistory(budget), ReferenceSeries(budget)
+    for chunk in chunks:
+        series.extend(*(array("d", [point[i] for point in chunk]) for i in range(3)))
+        for point in chunk:
+            reference.add(point)
+        assert (series.count, series.stride) == (reference.count, reference.stride)
+        assert series.points() == reference.points()
+    assert series.points(since) == reference.points(since)
+    restored = hud_server.SeriesHistory.restored(budget, *series.parts())
+    assert restored.points() == reference.points()  # what a restart brings back
+
+
+FLOAT_MAX = sys.float_info.max
+METRIC_KEYS = st.sampled_from(["a", "b", "c", "a.b", "global_step", "x"])  # "a.b": also the name of a→b
+METRIC_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, -(10**400), 2**63, 0])
+    | FINITE
+    | st.text(max_size=3)
+    | st.lists(st.integers(), max_size=2)
+)
+METRIC_UPDATES = st.dictionaries(
+    METRIC_KEYS,
+    st.recursive(METRIC_LEAVES, lambda inner: st.dictionaries(METRIC_KEYS, inner, max_size=3), max_leaves=6),
+)
+STEPS = st.integers(-(2**60), 2**60) | FINITE
+
+
+def reference_record(series: dict, max_metrics: int, data: dict, step, wall: float, prefix: str = "") -> None:
+    """One update recorded as the HUD did before batches: a point per chartable number, nested as a.b, in order."""
+    for key, value in data.items():
+        name = prefix + key
+        if type(value) is float or (type(value) is int and -FLOAT_MAX <= value <= FLOAT_MAX):
+            if name not in series:
+                if len(series) >= max_metrics:
+                    continue
+                series[name] = ([], [], [])
+            for column, item in zip(series[name], (step, wall, value), strict=True):
+                column.append(float(item))
+        elif type(value) is dict:
+            reference_record(series, max_metrics, value, step, wall, name + ".")
+
+
+@FAST
+@given(
+    st.integers(1, 8),
+    st.lists(st.lists(st.tuples(METRIC_UPDATES, STEPS), min_size=1, max_size=6), min_size=1, max_size=4),
+)
+def test_recording_a_batch_gives_the_series_of_recording_each_update(max_metrics, batches):
+    """MetricHistory.record(updates, batch_columns(updates), steps, wall) keeps what one update at a time would."""
+    history = hud_server.MetricHistory(10_000, max_metrics)
+    expected: dict = {}
+    for wall, batch in enumerate(batches):
+        updates, steps = [update for update, _ in batch], [step for _, step in batch]
+        history.record(updates, hud_server.batch_columns(updates), steps, float(wall))
+        for update, step in batch:
+            reference_record(expected, max_metrics, update, step, float(wall))
+    assert list(history.series) == list(expected)
+    assert {name: series.points() for name, series in history.series.items()} == expected
+
+
+#: Small values of every JSON type (the types check_update tells apart); NaN and infinity too.
+ANY_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.just(2**70)
+    | st.floats()
+    | st.text(max_size=3)
+    | st.lists(st.integers(0, 9), max_size=2)
+    | st.dictionaries(st.text(max_size=2), st.integers(0, 9), max_size=2)
+)
+SUBFIELD_NAMES = sorted({name for fields in hud_server.KNOWN_SUBFIELDS.values() for name in fields})
+#: An update: known fields (and objects of known subfields) holding values of any type, the wrong one often.
+CHECKED_UPDATES = st.dictionaries(
+    st.sampled_from(sorted(hud_server.KNOWN_FIELDS)) | st.sampled_from(["other", "x"]),
+    ANY_VALUES | st.dictionaries(st.sampled_from([*SUBFIELD_NAMES, "other"]), ANY_VALUES, max_size=3),
+    max_size=4,
+)
+
+
+def first_refusal(values: list) -> hud_server.APIError | None:
+    """check_update's refusal of the first update it refuses, if any."""
+    for index, value in enumerate(values):
+        try:
+            hud_server.check_update(value, f"updates[{index}]")
+        except hud_server.APIError as exc:
+            return exc
+    return None
+
+
+@FAST
+@given(st.lists(CHECKED_UPDATES | ANY_VALUES, max_size=6), st.booleans())
+def test_prepare_refuses_a_batch_iff_an_update_fails_check_update_naming_the_first(values, strict):
+    """HUD.prepare raises iff some update fails check_update, with that check's answer for the first failing update."""
+    try:
+        json.dumps(values, allow_nan=False)
+    except ValueError:
+        strict = False  # NaN or infinity: the values came from the lenient parser
+    expected = first_refusal(values)
+    hud = fresh_app().extensions["hud"]
+    if expected is None:
+        batch = hud.prepare(list(values), "updates[{}]", strict)
+        assert len(batch.updates) == len(batch.texts) == len(values)
+    else:
+        with pytest.raises(hud_server.APIError) as refused:
+            hud.prepare(list(values), "updates[{}]", strict)
+        assert (refused.value.status, refused.value.code, refused.value.message) == (
+            expected.status,
+            expected.code,
+            expected.message,
+        )

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from helpers import SSEReader, start_server_process, wait_until
+from helpers import SSEReader, live_updates, start_server_process, wait_until
 
 PNG_1PX = base64.b64encode(
     base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
@@ -62,8 +62,12 @@ def test_every_reader_receives_every_event_in_order(live_server):
         for start in range(0, 100, 10):
             post_batch(live_server.url, [{"global_step": step} for step in range(start, start + 10)])
         for reader in readers:
-            steps = [strict_json(reader.next_named()["data"])["data"]["global_step"] for _ in range(100)]
-            assert steps == list(range(100))
+            events = [live_updates(strict_json(reader.next_named()["data"])) for _ in range(10)]  # one per POST
+            assert [len(records) for records in events] == [10] * 10
+            records = [record for records in events for record in records]
+            assert [record["data"]["global_step"] for record in records] == list(range(100))
+            assert [record["step"] for record in records] == list(range(100))
+            assert [record["updates"] for record in records] == list(range(1, 101))
     finally:
         for reader in readers:
             reader.close()
@@ -76,8 +80,8 @@ def test_nan_never_reaches_the_stream(live_server):
         reader.next_named()
         raw = '{"session_id": null, "data": {"episode_reward": NaN, "x": [Infinity]}}'
         requests.post(live_server.url + "/api/update_training", data=raw, timeout=10).raise_for_status()
-        payload = strict_json(reader.next_named()["data"])
-        assert payload["data"] == {"episode_reward": None, "x": [None]}
+        [record] = live_updates(strict_json(reader.next_named()["data"]))
+        assert record["data"] == {"episode_reward": None, "x": [None]}
     finally:
         reader.close()
 
@@ -89,12 +93,16 @@ def test_last_event_id_resumes_without_gaps(live_server):
     post_batch(live_server.url, [{"global_step": 1}])
     last = reader.next_named()
     reader.close()
-    post_batch(live_server.url, [{"global_step": step} for step in (2, 3, 4)])
+    post_batch(live_server.url, [{"global_step": 2}])
+    post_batch(live_server.url, [{"global_step": step} for step in (3, 4)])
+    post_batch(live_server.url, [{"global_step": 5}])
     resumed = SSEReader(live_server.url + "/stream", headers={"Last-Event-ID": last["id"]})
     try:
         events = [strict_json(resumed.next_named()["data"]) for _ in range(3)]
-        assert [event["data"]["global_step"] for event in events] == [2, 3, 4]
         assert not any(event["snapshot"] for event in events)
+        records = [record for event in events for record in live_updates(event)]
+        assert [record["data"]["global_step"] for record in records] == [2, 3, 4, 5]
+        assert [record["updates"] for record in records] == [2, 3, 4, 5]
     finally:
         resumed.close()
 
@@ -105,7 +113,8 @@ def test_resume_past_the_log_gets_a_fresh_snapshot(live_server):
     reader = SSEReader(live_server.url + "/stream")
     first = reader.next_named()
     reader.close()
-    post_batch(live_server.url, [{"global_step": step} for step in range(40)])
+    for step in range(40):  # one event each: more than the log keeps
+        post_batch(live_server.url, [{"global_step": step}])
     resumed = SSEReader(live_server.url + "/stream", headers={"Last-Event-ID": first["id"]})
     try:
         payload = strict_json(resumed.next_named()["data"])
@@ -137,7 +146,8 @@ def test_takeover_tells_open_streams_to_start_afresh(live_server):
         assert reset["reset"] is True and reset["data"] == {} and reset["run_id"] == "exp-2"
         cleared = strict_json(reader.next_named()["data"])
         assert cleared["image_base64"] is None
-        assert strict_json(reader.next_named()["data"])["data"] == {"global_step": 1}
+        [record] = live_updates(strict_json(reader.next_named()["data"]))
+        assert record["data"] == {"global_step": 1} and record["run_id"] == "exp-2"
     finally:
         reader.close()
 

@@ -4,7 +4,7 @@
 // textContent (never innerHTML), and DOM work is coalesced into at most one
 // render per animation frame.
 import {
-  BoundedLog, EMPTY, applyTrainingUpdate, computeHearts, formatAge, formatClock, formatHealth,
+  BoundedLog, EMPTY, applyTrainingEvent, computeHearts, formatAge, formatClock, formatHealth,
   formatId, formatMilestone, formatNumber, formatPosition, formatRate, formatSeconds, formatValue,
   getPath, milestoneReached, numericLeaves, otherMetrics, parseEventId, rateFraction,
 } from "./hud-logic.js";
@@ -92,13 +92,18 @@ const Model = {
   connection: "connecting", // connecting | open | reconnecting
   lastDataAt: null,         // ms since epoch of the latest data, null before any
 
-  /** Apply a training_update payload. */
+  /**
+   * Apply a training_update payload (a snapshot, or a live batch merged update
+   * by update); returns the batch's per-update records (none for a snapshot).
+   */
   applyTraining(payload) {
     if (payload.reset) this.frame = null;
-    this.state = applyTrainingUpdate(this.state, payload);
+    const { state, updates } = applyTrainingEvent(this.state, payload);
+    this.state = state;
     this.runId = payload.run_id ?? this.runId;
     if (typeof payload.updates === "number") this.updates = payload.updates;
     this.noteData(payload);
+    return updates;
   },
 
   /** Apply a vision_update payload (image_base64 null clears the frame). */
@@ -164,7 +169,7 @@ const Logs = {
     RenderLoop.mark("episodes", "suggestionLog");
   },
 
-  /** Apply a live event: it may end an episode and carry a new suggestion. */
+  /** Apply one live update's event record: it may end an episode and carry a new suggestion. */
   applyLive(event) {
     if (!this.ready || (event.boot === this.boot && event.seq <= this.through)) return;
     if (event.episode) {
@@ -212,39 +217,29 @@ const Timeline = {
     if (this.started) this.sync.load([name]);
   },
 
-  /** A live training_update: turn it into an event record and apply it wherever it is due. */
-  live(payload, lastEventId) {
+  /**
+   * A live training_update: each of its updates (records from applyTrainingEvent)
+   * becomes an event record, applied wherever it is due. All of them share the
+   * event's id, so the history cursor takes or leaves the whole batch at once,
+   * as the server records it.
+   */
+  live(payload, updates, lastEventId) {
     const id = parseEventId(lastEventId);
-    const data = payload.data && typeof payload.data === "object" ? payload.data : {};
-    const event = {
-      boot: id ? id.boot : null,
-      seq: id ? id.seq : -1,
-      step: this.stepOf(payload, data),
-      ts: typeof payload.ts === "number" ? payload.ts : Date.now() / 1000,
-      leaves: numericLeaves(data),
-      episode: null,
-      suggestion: null,
-    };
-    if ("episode_reward" in data) {
-      // As the server's list: episode and length come from the merged state.
-      const state = Model.state;
-      event.episode = {
-        episode: state.episode ?? null, reward: data.episode_reward, length: state.episode_length ?? null,
-        step: event.step, ts: event.ts,
+    const boot = id ? id.boot : null;
+    const seq = id ? id.seq : -1;
+    const ts = typeof payload.ts === "number" ? payload.ts : Date.now() / 1000;
+    for (const update of updates) {
+      const event = {
+        boot, seq, ts,
+        step: update.step,
+        leaves: numericLeaves(update.data),
+        episode: update.episode && { ...update.episode, step: update.step, ts },
+        suggestion: update.suggestion,
       };
+      this.sync.live(event);
+      ChartBoard.applyLive(event);
+      Logs.applyLive(event);
     }
-    if (typeof data.llm_suggestion === "string" && data.llm_suggestion !== "") event.suggestion = data.llm_suggestion;
-    this.sync.live(event);
-    ChartBoard.applyLive(event);
-    Logs.applyLive(event);
-  },
-
-  /** The x of an event's points: the server's `step`, else global_step, else the update count. */
-  stepOf(payload, data) {
-    if (typeof payload.step === "number") return payload.step;
-    if (typeof data.global_step === "number") return data.global_step;
-    if (typeof Model.state.global_step === "number") return Model.state.global_step;
-    return typeof payload.updates === "number" ? payload.updates : 0;
   },
 
   seed(load, history, cursor) {
@@ -727,9 +722,9 @@ const Stream = {
       this.setConnection("reconnecting");
     });
     source.addEventListener(TRAINING_EVENT, (event) => this.handle(event, (p) => {
-      Model.applyTraining(p);
+      const updates = Model.applyTraining(p);
       if (p.snapshot) Timeline.restart();   // a new present: charts and lists start over from history
-      else Timeline.live(p, event.lastEventId);
+      else Timeline.live(p, updates, event.lastEventId);
       RenderLoop.mark("layout", "cards", "suggestionLog", "metrics", "connection");
       if (p.reset) RenderLoop.mark("vision");
     }));

@@ -2,17 +2,20 @@
 //
 // A load fetches the history of some metrics (and, for the main load, the
 // episode and suggestion lists) after the stream is open. Live events that
-// arrive while a load is in flight are buffered in it; when the history comes,
-// it is seeded first and the buffered events replayed after it. Whoever applies
+// arrive while a load is in flight are buffered in it (one record per update:
+// the updates of one batch event share its seq); when the history comes, it is
+// seeded first and the buffered events replayed after it. Whoever applies
 // events (seed/replay callbacks) drops those whose seq is <= the history's
-// `last_event_id` seq (same boot): those points are already in the history.
+// `last_event_id` seq (same boot): those points are already in the history
+// (the server records a batch and sends its event at once, so a batch is
+// either wholly in the history or wholly after it).
 // A snapshot (first connect, a reset, a new server boot, a reader that fell
 // off the server's ring) restarts everything: older loads are then ignored.
 import { parseEventId } from "./hud-logic.js";
 
 export const HISTORY_URL = "/api/history";
 export const LOAD_RETRY_MS = 2000;       // wait before fetching a failed load again
-export const MAX_BUFFERED_EVENTS = 20000; // live events kept per load in flight (oldest dropped past it)
+export const MAX_BUFFERED_EVENTS = 20000; // live update records kept per load in flight (oldest dropped past it)
 
 /** The history URL for exactly `names` (none at all for an empty list: "," names no metric). */
 export function historyUrl(names) {

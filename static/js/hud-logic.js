@@ -31,15 +31,54 @@ export function isPlainObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-/** Apply one training_update payload to a state object; returns the new state. */
-export function applyTrainingUpdate(state, payload) {
-  const data = isPlainObject(payload && payload.data) ? payload.data : {};
-  if (payload && (payload.snapshot || payload.reset)) {
-    // A snapshot carries the whole merged state: it replaces ours.
-    return { ...data };
+/**
+ * Apply one training_update payload to `state`; returns {state, updates}.
+ *
+ * A snapshot (`snapshot: true`, also a `reset`) carries the whole merged state
+ * in `data`: it replaces ours, and `updates` is empty.
+ *
+ * A live event carries every update of one POST, in order: `batch[i]` is the
+ * i-th update's data, `steps[i]` its step, and `updates` the running count
+ * after the last one. The updates are merged one at a time (a top-level key
+ * replaces the old value), and `updates` gets one record per update (see
+ * updateRecord), so each can be charted and listed as if it had come alone.
+ */
+export function applyTrainingEvent(state, payload) {
+  if (!isPlainObject(payload)) return { state, updates: [] };
+  if (payload.snapshot || payload.reset) {
+    return { state: isPlainObject(payload.data) ? { ...payload.data } : {}, updates: [] };
   }
-  // A live update carries only its own keys; a top-level key replaces the old value.
-  return { ...state, ...data };
+  const batch = Array.isArray(payload.batch) ? payload.batch : [];
+  const steps = Array.isArray(payload.steps) ? payload.steps : [];
+  const lastCount = typeof payload.updates === "number" ? payload.updates : batch.length;
+  let merged = state;
+  const updates = batch.map((item, i) => {
+    const data = isPlainObject(item) ? item : {};
+    // A spread, not Object.assign: a "__proto__" key stays a plain key.
+    merged = { ...merged, ...data };
+    return updateRecord(data, merged, steps[i], lastCount - batch.length + 1 + i);
+  });
+  return { state: merged, updates };
+}
+
+/**
+ * One update of a live batch: {data, step, count, episode, suggestion}.
+ * `merged` is the state merged up to and including this update; `count` its
+ * running count. `step` is the server's step for it, else its global_step,
+ * else the run's latest global_step, else its count. `episode` is set when the
+ * update has an episode_reward (it ends an episode): {episode, reward, length},
+ * the number and length read from `merged`, as the server's list does.
+ * `suggestion` is its llm_suggestion when that is non-empty text.
+ */
+export function updateRecord(data, merged, step, count) {
+  let x = step;
+  if (typeof x !== "number") x = typeof data.global_step === "number" ? data.global_step : merged.global_step;
+  if (typeof x !== "number") x = count;
+  const episode = "episode_reward" in data
+    ? { episode: merged.episode ?? null, reward: data.episode_reward, length: merged.episode_length ?? null }
+    : null;
+  const text = data.llm_suggestion;
+  return { data, step: x, count, episode, suggestion: typeof text === "string" && text !== "" ? text : null };
 }
 
 /** Flatten nested objects into [["a.b", value], ...] in key order. */

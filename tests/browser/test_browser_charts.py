@@ -8,16 +8,18 @@ smoothed} copies of the drawn arrays) and ``smoothing()``. Waits poll it through
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
 import threading
 
 import pytest
+import requests
 from playwright.sync_api import expect
-from test_browser_dashboard import XSS, metric_row, png_bytes, post, post_frame, post_training
+from test_browser_dashboard import XSS, field, metric_row, png_bytes, post, post_frame, post_training
 
-from helpers import start_server_process, wait_until
+from helpers import SSEReader, start_server_process, wait_until
 
 TIMEOUT_MS = 10_000  # how long a UI expectation may take to come true
 TIMEOUT_S = TIMEOUT_MS / 1000
@@ -27,6 +29,19 @@ WIDTHS = (1920, 1366, 768)
 def post_batch(server, updates: list[dict], run_id: str | None = None) -> dict:
     """Send updates in one /api/batch POST."""
     return post(server, "/api/batch", {"session_id": None, "run_id": run_id, "updates": updates})
+
+
+def post_ndjson(server, updates: list[dict], run_id: str | None = None) -> dict:
+    """Send updates in one /api/batch POST in its NDJSON form: a header line, then one update a line."""
+    lines = [json.dumps({"run_id": run_id, "session_id": None}), *map(json.dumps, updates)]
+    response = requests.post(
+        server.url + "/api/batch",
+        data="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def reward_updates(start: int, stop: int) -> list[dict]:
@@ -130,6 +145,66 @@ def test_reward_chart_holds_500_updates(page, page_problems, live_server):
     assert charts(page, "names") == ["episode_reward", "episode_length"]  # the defaults
     assert page.locator("style").count() == 0, "a <style> element was injected (the CSP forbids it)"
     assert page.evaluate("[...document.styleSheets].some(s => (s.href || '').endsWith('/uplot/uPlot.min.css'))")
+    page_problems.assert_none()
+
+
+# One run of six updates: two episodes end inside it, the suggestion changes twice.
+NDJSON_RUN = [
+    {"global_step": 100, "episode": 1, "episode_length": 10, "custom": {"loss": 1.0}},
+    {"global_step": 110, "episode_length": 20, "episode_reward": 2.5, "llm_suggestion": "Go north"},
+    {"global_step": 120, "episode": 2, "episode_length": 5, "llm_suggestion": "Go north"},
+    {"global_step": 130, "episode_length": 15, "episode_reward": 4.25},
+    {"global_step": 140, "episode": 3, "episode_length": 1, "custom": {"loss": 0.5}},
+    {"global_step": 150, "episode_length": 8, "llm_suggestion": "Use the sword", "custom": {"loss": 0.25}},
+]
+
+
+def test_ndjson_batch_shows_every_update(page, page_problems, live_server):
+    """Six updates in one NDJSON POST (one stream event) reach an open page as six updates, in order."""
+    wait_connected(page)
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        post_ndjson(live_server, NDJSON_RUN, run_id="ndjson-run")
+        event = json.loads(reader.next_named()["data"])
+        while event.get("snapshot"):
+            event = json.loads(reader.next_named()["data"])
+    finally:
+        reader.close()
+    assert len(event["batch"]) == len(NDJSON_RUN), "the server sent the batch as more than one event"
+
+    # The cards show the state merged through the last update; the counter counts every update.
+    expect(field(page, "global_step")).to_have_text("150", timeout=TIMEOUT_MS)
+    expect(field(page, "episode")).to_have_text("3")
+    expect(field(page, "episode_length")).to_have_text("8")
+    expect(field(page, "episode_reward")).to_have_text("4.25")
+    expect(field(page, "llm_suggestion")).to_have_text("Use the sword")
+    expect(metric_row(page, "custom.loss").locator("td")).to_have_text("0.25")
+    expect(page.locator("#update-count")).to_have_text("6 updates")
+    expect(page.locator("#session-label")).to_have_text("run ndjson-run")
+
+    # One chart point per update that carries the metric, each at its own step.
+    wait_points(page, "episode_length", 6)
+    data = charts(page, "data", "episode_length")
+    assert data["x"] == [100, 110, 120, 130, 140, 150]
+    assert data["raw"] == [10, 20, 5, 15, 1, 8]
+    wait_points(page, "episode_reward", 2)
+    assert charts(page, "data", "episode_reward")["x"] == [110, 130]
+
+    # Each episode_reward ended an episode: number and length as merged up to that update.
+    rows = page.locator("#episodes-body tr")
+    expect(rows).to_have_count(2, timeout=TIMEOUT_MS)
+    clock = re.compile(r"\d\d:\d\d:\d\d")
+    expect(rows.nth(0).locator("th, td")).to_have_text(["2", "4.25", "15", "130", clock])
+    expect(rows.nth(1).locator("th, td")).to_have_text(["1", "2.5", "20", "110", clock])
+    log_items = page.locator("#suggestion-log .log__item")
+    expect(log_items).to_have_count(2, timeout=TIMEOUT_MS)  # "Go north" repeated is one entry
+    expect(log_items.nth(0).locator(".log__step")).to_have_text("step 150")
+    expect(log_items.nth(1).locator(".log__text")).to_have_text("Go north")
+
+    # The next batch (JSON form) counts on from there.
+    post_batch(live_server, [{"global_step": 160, "episode_length": 9}], run_id="ndjson-run")
+    expect(page.locator("#update-count")).to_have_text("7 updates", timeout=TIMEOUT_MS)
+    wait_points(page, "episode_length", 7)
     page_problems.assert_none()
 
 

@@ -278,9 +278,16 @@ LOGIC_CHECKS = """async () => {
     hearts: [m.computeHearts({current: 10, max: 24}), m.computeHearts({current: 2.5, max: 3}),
              m.computeHearts({current: 1, max: 12}), m.computeHearts({current: -5, max: 6}),
              m.computeHearts({current: 1, max: 0}), m.computeHearts(null)],
-    merged: m.applyTrainingUpdate({a: 1, b: {x: 1}}, {snapshot: false, data: {b: {y: 2}, c: 3}}),
-    snapshot: m.applyTrainingUpdate({a: 1}, {snapshot: true, reset: false, data: {z: 1}}),
-    reset: m.applyTrainingUpdate({a: 1}, {snapshot: true, reset: true, data: {}}),
+    merged: m.applyTrainingEvent({a: 1, b: {x: 1}},
+      {snapshot: false, updates: 1, steps: [5], batch: [{b: {y: 2}, c: 3}]}).state,
+    batch: m.applyTrainingEvent({episode: 1, global_step: 7}, {
+      snapshot: false, updates: 12, steps: [30, 31, 32],
+      batch: [{episode: 2, episode_length: 9}, {episode_reward: 1.5, llm_suggestion: "Go"}, {llm_suggestion: ""}],
+    }),
+    noSteps: m.applyTrainingEvent({global_step: 7}, {snapshot: false, updates: 2, batch: [{a: 1}, {global_step: 9}]})
+      .updates.map((u) => [u.step, u.count]),
+    snapshot: m.applyTrainingEvent({a: 1}, {snapshot: true, reset: false, data: {z: 1}}),
+    reset: m.applyTrainingEvent({a: 1}, {snapshot: true, reset: true, data: {}}),
     rates: [m.formatRate(0.875), m.formatRate(87.5), m.formatRate(250), m.formatRate(null)],
     seconds: [m.formatSeconds(0.25), m.formatSeconds(1.5), m.formatSeconds(null)],
   };
@@ -304,7 +311,22 @@ def test_pure_logic_module(page):
         None,
     ]
     assert result["merged"] == {"a": 1, "b": {"y": 2}, "c": 3}  # a top-level key replaces the old value
-    assert result["snapshot"] == {"z": 1}
-    assert result["reset"] == {}
+    # A live batch is merged update by update, one record each: counts end at `updates`,
+    # an episode_reward ends an episode read from the state merged up to that update.
+    batch = result["batch"]
+    assert batch["state"] == {
+        "episode": 2,
+        "global_step": 7,
+        "episode_length": 9,
+        "episode_reward": 1.5,
+        "llm_suggestion": "",
+    }
+    assert [(u["step"], u["count"]) for u in batch["updates"]] == [(30, 10), (31, 11), (32, 12)]
+    assert [u["episode"] for u in batch["updates"]] == [None, {"episode": 2, "reward": 1.5, "length": 9}, None]
+    assert [u["suggestion"] for u in batch["updates"]] == [None, "Go", None]
+    assert batch["updates"][0]["data"] == {"episode": 2, "episode_length": 9}
+    assert result["noSteps"] == [[7, 1], [9, 2]]  # no steps: global_step, else the state's, else the count
+    assert result["snapshot"] == {"state": {"z": 1}, "updates": []}
+    assert result["reset"] == {"state": {}, "updates": []}
     assert result["rates"] == ["87.5%", "87.5%", "250", "—"]
     assert result["seconds"] == ["250 ms", "1.5 s", "—"]
