@@ -53,6 +53,8 @@ DISCONNECT_POLL_INTERVAL = 1.0
 #: Bounds of the interval at which open streams are told of new events (see EventLog.announce).
 MIN_ANNOUNCE_INTERVAL = 0.005
 MAX_ANNOUNCE_INTERVAL = 0.05
+#: Readers an announcement wakes at once; each woken reader wakes the next (see EventLog.announce).
+RELAY_LANES = 2
 #: Requests waitress reads ahead on a connection; above 0 lets a stream notice a closed browser.
 CHANNEL_REQUEST_LOOKAHEAD = 5
 #: Bytes waitress accepts in a body beyond max_body_bytes, so Flask (not waitress) answers 413 in JSON.
@@ -698,7 +700,10 @@ class EventLog:
         self._superseding: dict[str, int] = {}  # event name -> seq of its latest superseding event
         self.dropped = 0
         self._announced = 0  # the newest seq waiting readers were told about
-        self.changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiter] = []  # the readers waiting now
+        self._relay: collections.deque[_Waiter] = collections.deque()  # announced, not yet woken
+        self._local = threading.local()  # each reader thread's _Waiter
 
     @property
     def last_seq(self) -> int:
@@ -716,7 +721,7 @@ class EventLog:
         in place: only the newest frame matters, so a reader that is behind skips the
         older ones, and frames cost the log the bytes of one.
         """
-        with self.changed:
+        with self._lock:
             seq = self._last_seq + 1
             if isinstance(payload, str):
                 payload = payload.encode()
@@ -738,12 +743,28 @@ class EventLog:
 
         Called on a timer, not per event: each wake of a stream's thread costs more
         than the event, so readers are woken at most once per tick and write all
-        that is pending in one chunk.
+        that is pending in one chunk. Each reader sleeps on a lock of its own and
+        the wake-ups are relayed: the announcement wakes RELAY_LANES readers, and
+        each woken reader wakes the next. Waking hundreds at once had them all
+        contend for the GIL, whose waiters then spent most of the CPU switching.
         """
-        with self.changed:
-            if self._last_seq != self._announced:
-                self._announced = self._last_seq
-                self.changed.notify_all()
+        with self._lock:
+            if self._last_seq == self._announced:
+                return
+            self._announced = self._last_seq
+            for waiter in self._waiting:
+                waiter.queue = self._relay
+            self._relay.extend(self._waiting)
+            self._waiting.clear()
+            for _ in range(RELAY_LANES):
+                self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Wake the next announced reader, if any (with the lock held)."""
+        if self._relay:
+            waiter = self._relay.popleft()
+            waiter.queue = None
+            waiter.lock.release()
 
     def _empty(self, seq: int | None) -> None:
         """Drop the bytes of event ``seq`` if it is still in the log (its place stays)."""
@@ -755,7 +776,7 @@ class EventLog:
 
     def read_after(self, seq: int) -> tuple[list[bytes], int] | None:
         """Events after ``seq`` and the new offset; None when some were already evicted."""
-        with self.changed:
+        with self._lock:
             return self._read_after(seq)
 
     def _read_after(self, seq: int) -> tuple[list[bytes], int] | None:
@@ -768,16 +789,43 @@ class EventLog:
         return [chunk for _, chunk in itertools.islice(self._events, start, None) if chunk], self._last_seq
 
     def wait_after(self, seq: int, timeout: float) -> tuple[list[bytes], int] | None:
-        """Like :meth:`read_after`, but wait up to ``timeout`` seconds for something new."""
-        with self.changed:
-            if self._last_seq <= seq:
-                self.changed.wait(timeout)
+        """Like :meth:`read_after`, but wait up to ``timeout`` seconds for an announcement of something new."""
+        waiter = getattr(self._local, "waiter", None)
+        if waiter is None:
+            waiter = self._local.waiter = _Waiter()
+        waiter.lock.acquire(blocking=False)  # held, so that acquiring it below waits for a release
+        with self._lock:
+            if self._last_seq > seq:
+                return self._read_after(seq)
+            waiter.queue = self._waiting
+            self._waiting.append(waiter)
+        waiter.lock.acquire(timeout=timeout)
+        with self._lock:
+            if waiter.queue is not None:  # timed out before its turn: no longer waiting
+                waiter.queue.remove(waiter)
+                waiter.queue = None
+            else:  # woken by the relay (perhaps just as it timed out): wake the next
+                self._wake_next()
             return self._read_after(seq)
 
     def wake_all(self) -> None:
         """Wake every waiting reader (used at shutdown)."""
-        with self.changed:
-            self.changed.notify_all()
+        with self._lock:
+            for waiter in itertools.chain(self._waiting, self._relay):
+                waiter.queue = None
+                waiter.lock.release()
+            self._waiting.clear()
+            self._relay.clear()
+
+
+class _Waiter:
+    """A reader thread's wake-up: a lock it holds and waits to acquire again, and the queue it is in."""
+
+    __slots__ = ("lock", "queue")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list | collections.deque | None = None  # EventLog._waiting or ._relay while in one
 
 
 # --------------------------------------------------------------------------- metric history

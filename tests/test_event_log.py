@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 
+from helpers import wait_until
 from hud_server import EventLog
 
 
@@ -74,3 +77,78 @@ def test_waiting_reader_is_woken_by_announce():
     log.announce()
     thread.join(10)
     assert got and got[0][1] == 1
+
+
+def read_all(log: EventLog, events: int, timeouts: list[float], seed: int, seen: dict, errors: list) -> None:
+    """A reader thread: wait for events until it has ``events`` of them, each wait with a timeout from ``timeouts``."""
+    cursor, got, pick = 0, 0, random.Random(seed)
+    try:
+        while cursor < events:
+            chunks, cursor = log.wait_after(cursor, timeout=pick.choice(timeouts))
+            got += len(chunks)
+    except BaseException as exc:  # reported by the caller's assertion
+        errors.append(exc)
+    seen[seed] = got
+
+
+def test_every_waiting_reader_is_woken_by_each_announcement():
+    """Announcements reach all waiting readers (relayed from one to the next), every time.
+
+    Each event is appended only once all forty readers are waiting again, so every
+    reader must be woken by every announcement; a reader the relay missed would
+    sleep out its minute and the next wait would not see forty.
+    """
+    log = EventLog("boot", max_events=10_000, max_bytes=10_000_000)
+    readers, events, seen, errors = 40, 20, {}, []
+    threads = [
+        threading.Thread(target=read_all, args=(log, events, [60.0], n, seen, errors), daemon=True)
+        for n in range(readers)
+    ]
+    for thread in threads:
+        thread.start()
+    for number in range(events):
+        wait_until(lambda: len(log._waiting) == readers, 10, message=f"all readers waiting before event {number}")
+        log.append("training_update", str(number))
+        log.announce()
+    for thread in threads:
+        thread.join(10)
+    assert not errors
+    assert seen == dict.fromkeys(range(readers), events)
+
+
+def test_readers_timing_out_never_strand_the_others():
+    """Readers whose waits time out while the relay runs neither break it nor miss events."""
+    log = EventLog("boot", max_events=10_000, max_bytes=10_000_000)
+    readers, events, seen, errors = 40, 200, {}, []
+    threads = [
+        threading.Thread(target=read_all, args=(log, events, [0.0005, 0.002, 60.0], n, seen, errors), daemon=True)
+        for n in range(readers)
+    ]
+    for thread in threads:
+        thread.start()
+    pace = random.Random(7)
+    for number in range(events):
+        log.append("training_update", str(number))
+        log.announce()
+        if pace.random() < 0.2:  # now and then let the readers catch up and wait again
+            wait_until(lambda: len(log._waiting) + len(log._relay) > 0, 10, message="a reader waiting")
+    deadline = time.monotonic() + 30  # a stranded reader would wait its full minute
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not errors
+    assert [thread.is_alive() for thread in threads] == [False] * readers
+    assert seen == dict.fromkeys(range(readers), events)
+
+
+def test_wake_all_releases_readers_waiting_without_news():
+    """At shutdown every waiting reader returns at once, with nothing new."""
+    log = EventLog("boot", max_events=10, max_bytes=10_000)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(log.wait_after(0, 60.0)), daemon=True) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(log._waiting) == 5, 10, message="five readers waiting")
+    log.wake_all()
+    for thread in threads:
+        thread.join(10)
+    assert results == [([], 0)] * 5
