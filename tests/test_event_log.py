@@ -152,3 +152,19 @@ def test_wake_all_releases_readers_waiting_without_news():
     for thread in threads:
         thread.join(10)
     assert results == [([], 0)] * 5
+
+
+def test_the_latest_frame_does_not_count_against_the_byte_budget():
+    """A frame bigger than the whole budget does not push training events out; older frames are emptied."""
+    log = EventLog("boot", max_events=100, max_bytes=2_000)
+    log.append("vision_update", "F" * 5_000, supersedes=True)
+    for index in range(3):
+        log.append("training_update", str(index) * 100)
+    assert names(log.read_after(0)[0]) == ["vision_update"] + ["training_update"] * 3
+    log.append("vision_update", "G" * 5_000, supersedes=True)  # the older frame is emptied in place
+    chunks = log.read_after(0)[0]
+    assert names(chunks) == ["training_update"] * 3 + ["vision_update"]
+    for _ in range(30):  # training events past the budget evict the oldest events (the frame too, in turn)
+        log.append("training_update", "t" * 100)
+    training = [chunk for chunk in log.read_after(log.last_seq - len(log._events))[0] if b"training" in chunk]
+    assert sum(map(len, training)) <= 2_000 < sum(map(len, training)) + len(training[0])

@@ -59,7 +59,7 @@ def test_settings_allow_256_streams():
         ({"HUD_SESSION_TIMEOUT": "nan"}, "HUD_SESSION_TIMEOUT"),
         ({"HUD_MAX_STREAMS": "64", "HUD_THREADS": "40"}, "HUD_THREADS"),
         ({"HUD_LOG_LEVEL": "LOUD"}, "HUD_LOG_LEVEL"),
-        ({"HUD_EVENT_LOG_BYTES": "100000"}, "HUD_EVENT_LOG_BYTES"),
+        ({"HUD_EVENT_LOG_BYTES": "1000"}, "HUD_EVENT_LOG_BYTES"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):
