@@ -1855,7 +1855,7 @@ def _body_object(allow_empty: bool = False) -> tuple[dict, bool]:
 
 
 #: Media types of the NDJSON form of /api/batch.
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-seq"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl"})
 
 
 def _ndjson_body() -> tuple[dict, list[bytes], bool]:
