@@ -66,16 +66,10 @@ class LiveServer:
     def stop(self) -> None:
         """Close the server and wait for its thread."""
         self.hud.end_streams()
-        server = self.server
-
-        def close_everything() -> None:
-            # In waitress's own loop thread: closing sockets from another thread while its
-            # select() waits on them fails that select with EBADF. With the listener, the
-            # kept-alive connections and the trigger closed, the loop's map is empty and it ends.
-            for channel in list(server._map.values()):
-                channel.close()
-
-        server.trigger.pull_trigger(close_everything)
+        self.server.close()
+        # Closing the listener leaves kept-alive connections in waitress's loop: close them so it ends.
+        for channel in list(self.server._map.values()):
+            channel.close()
         self.thread.join(timeout=10)
 
 
