@@ -54,3 +54,21 @@ def test_quick_run_reports_every_case_with_numbers(tmp_path):
         assert run["frames"] == cases["memory"]["settings"]["frames"]
         assert number(run["rss_end_mb"]) and number(run["growth_after_warmup_mb"])
     assert figures["table"] and all(number(case["wall_s"]) for case in cases.values())
+
+
+def test_health_floor_reports_each_setup(tmp_path):
+    """`python bench/health_floor.py` probes /health in its four set-ups and writes their figures."""
+    out = tmp_path / "health_floor.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "health_floor.py"), "--samples", "10", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=QUICK_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"hud", "hud-no-streams", "minimal", "elsewhere"}
+    for summary in results.values():
+        assert summary["samples"] == 10
+        assert number(summary["median_ms"]) and number(summary["p99_ms"])
