@@ -64,13 +64,23 @@ class LiveServer:
         return self.app.extensions["hud"]
 
     def stop(self) -> None:
-        """Close the server and wait for its thread."""
+        """End waitress's loop, then close its sockets, and wait for the streams to end."""
         self.hud.end_streams()
-        self.server.close()
-        # Closing the listener leaves kept-alive connections in waitress's loop: close them so it ends.
-        for channel in list(self.server._map.values()):
-            channel.close()
-        self.thread.join(timeout=10)
+        server = self.server
+        if self.thread.is_alive():
+            # The loop runs while its map has channels: empty the map from inside the loop, so that
+            # no socket is closed under its select() (which then fails with EBADF), and close the
+            # sockets once the loop has ended.
+            channels: list = []
+
+            def end_loop() -> None:
+                channels.extend(server._map.values())
+                server._map.clear()
+
+            server.trigger.pull_trigger(end_loop)
+            self.thread.join(timeout=10)
+            for channel in channels:
+                channel.close()
 
 
 def start_live_server(config: dict | None = None) -> LiveServer:
