@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -41,6 +42,9 @@ from flask import Flask, Response, jsonify, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import WSGITask
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("hud_server")
@@ -51,11 +55,15 @@ DEFAULT_RUN_ID = "default"
 MIN_SPARE_THREADS = 4
 #: Seconds between checks whether a stream's browser has gone (a closed tab frees its slot within ~3 s).
 DISCONNECT_POLL_INTERVAL = 1.0
-#: Bounds of the interval at which open streams are told of new events (see EventLog.announce).
-MIN_ANNOUNCE_INTERVAL = 0.005
-MAX_ANNOUNCE_INTERVAL = 0.05
-#: Readers an announcement wakes at once; each woken reader wakes the next (see EventLog.announce).
-RELAY_LANES = 2
+#: Bounds of the interval between the stream writer's passes over the open streams (see StreamWriter).
+MIN_WRITE_INTERVAL = 0.005
+MAX_WRITE_INTERVAL = 0.05
+#: Seconds a stream's thread sleeps between checks that the stream writer is still running.
+WRITER_CHECK_INTERVAL = 5.0
+#: The SSE comment sent to a quiet stream so proxies and browsers keep it open.
+HEARTBEAT = b": ping\n\n"
+#: The WSGI environ key under which build_server's waitress gives the app (a weak reference to) its task.
+WAITRESS_TASK_KEY = "hud.waitress_task"
 #: Requests waitress reads ahead on a connection; above 0 lets a stream notice a closed browser.
 CHANNEL_REQUEST_LOOKAHEAD = 5
 #: Bytes waitress reads from a socket at a time (its default, 8 KiB, takes a batch in a dozen reads).
@@ -163,12 +171,11 @@ SETTINGS: tuple[Setting, ...] = (
         16 * 1024,
     ),
     Setting(
-        "stream_wakeups",
-        4000,
+        "stream_writes",
+        10_000,
         int,
-        "stream wake-ups per second across all open streams: new events are "
-        f"announced every open streams / this seconds ({MIN_ANNOUNCE_INTERVAL * 1000:g} to "
-        f"{MAX_ANNOUNCE_INTERVAL * 1000:g} ms)",
+        "writes to open streams per second, across all of them: new events go out at most "
+        f"every open streams / this seconds ({MIN_WRITE_INTERVAL * 1000:g} to {MAX_WRITE_INTERVAL * 1000:g} ms)",
         1,
     ),
     Setting("event_log_size", 2048, int, "events kept for Last-Event-ID resume", 16),
@@ -704,11 +711,11 @@ class EventLog:
         self._superseding: dict[str, int] = {}  # event name -> seq of its latest superseding event
         self._latest: dict[str, int] = {}  # event name -> bytes of that event while the log holds it
         self.dropped = 0
-        self._announced = 0  # the newest seq waiting readers were told about
         self._lock = threading.Lock()
-        self._waiting: list[_Waiter] = []  # the readers waiting now
-        self._relay: collections.deque[_Waiter] = collections.deque()  # announced, not yet woken
-        self._local = threading.local()  # each reader thread's _Waiter
+        #: Set by every append: the stream writer waits on it (see StreamWriter).
+        self.news = threading.Event()
+        #: Readers that write their own stream (not under our waitress server) wait on this.
+        self._changed = threading.Condition(self._lock)
 
     @property
     def last_seq(self) -> int:
@@ -749,35 +756,14 @@ class EventLog:
                 for kind, latest in self._superseding.items():
                     if latest == old_seq:
                         self._latest[kind] = 0
-            return seq  # readers learn of it at the next announce()
+        if not self.news.is_set():
+            self.news.set()
+        return seq  # readers learn of it from the stream writer, at its pace
 
-    def announce(self) -> None:
-        """Wake the waiting readers if events came since the last call.
-
-        Called on a timer, not per event: each wake of a stream's thread costs more
-        than the event, so readers are woken at most once per tick and write all
-        that is pending in one chunk. Each reader sleeps on a lock of its own and
-        the wake-ups are relayed: the announcement wakes RELAY_LANES readers, and
-        each woken reader wakes the next. Waking hundreds at once had them all
-        contend for the GIL, whose waiters then spent most of the CPU switching.
-        """
+    def notify_readers(self) -> None:
+        """Wake the readers waiting in :meth:`wait_after` (the stream writer calls this at its pace, not per event)."""
         with self._lock:
-            if self._last_seq == self._announced:
-                return
-            self._announced = self._last_seq
-            for waiter in self._waiting:
-                waiter.queue = self._relay
-            self._relay.extend(self._waiting)
-            self._waiting.clear()
-            for _ in range(RELAY_LANES):
-                self._wake_next()
-
-    def _wake_next(self) -> None:
-        """Wake the next announced reader, if any (with the lock held)."""
-        if self._relay:
-            waiter = self._relay.popleft()
-            waiter.queue = None
-            waiter.lock.release()
+            self._changed.notify_all()
 
     def _empty(self, seq: int | None) -> None:
         """Drop the bytes of event ``seq`` if it is still in the log (its place stays)."""
@@ -802,43 +788,11 @@ class EventLog:
         return [chunk for _, chunk in itertools.islice(self._events, start, None) if chunk], self._last_seq
 
     def wait_after(self, seq: int, timeout: float) -> tuple[list[bytes], int] | None:
-        """Like :meth:`read_after`, but wait up to ``timeout`` seconds for an announcement of something new."""
-        waiter = getattr(self._local, "waiter", None)
-        if waiter is None:
-            waiter = self._local.waiter = _Waiter()
-        waiter.lock.acquire(blocking=False)  # held, so that acquiring it below waits for a release
+        """Like :meth:`read_after`, but wait up to ``timeout`` seconds for a notification if nothing is new."""
         with self._lock:
-            if self._last_seq > seq:
-                return self._read_after(seq)
-            waiter.queue = self._waiting
-            self._waiting.append(waiter)
-        waiter.lock.acquire(timeout=timeout)
-        with self._lock:
-            if waiter.queue is not None:  # timed out before its turn: no longer waiting
-                waiter.queue.remove(waiter)
-                waiter.queue = None
-            else:  # woken by the relay (perhaps just as it timed out): wake the next
-                self._wake_next()
+            if self._last_seq <= seq:
+                self._changed.wait(timeout)
             return self._read_after(seq)
-
-    def wake_all(self) -> None:
-        """Wake every waiting reader (used at shutdown)."""
-        with self._lock:
-            for waiter in itertools.chain(self._waiting, self._relay):
-                waiter.queue = None
-                waiter.lock.release()
-            self._waiting.clear()
-            self._relay.clear()
-
-
-class _Waiter:
-    """A reader thread's wake-up: a lock it holds and waits to acquire again, and the queue it is in."""
-
-    __slots__ = ("lock", "queue")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.queue: list | collections.deque | None = None  # EventLog._waiting or ._relay while in one
 
 
 # --------------------------------------------------------------------------- metric history
@@ -1118,7 +1072,7 @@ class HUD:
         self.open_streams = 0
         self._streams_lock = threading.Lock()
         self.closing = False  # set at shutdown: every stream ends
-        self._announcer: threading.Thread | None = None  # runs while streams are open
+        self.writer = StreamWriter(self)  # writes the open streams, from one thread
         self.changes = 0  # counts every change: the store writes, and the snapshot is rebuilt, when it moves
         self.counts: collections.Counter = collections.Counter()  # since start, for /metrics
         self.store: Store | None = None
@@ -1510,27 +1464,14 @@ class HUD:
             if self.open_streams >= self.settings["max_streams"]:
                 return False
             self.open_streams += 1
-            if self._announcer is None:
-                self._announcer = threading.Thread(target=self._announce_events, name="hud-announcer", daemon=True)
-                self._announcer.start()
+            self.writer.ensure_running()
             return True
-
-    def _announce_events(self) -> None:
-        """Tell the open streams of new events every tick, while any stream is open."""
-        wakeups = self.settings["stream_wakeups"]
-        while True:
-            with self._streams_lock:
-                if self.open_streams == 0 or self.closing:
-                    self._announcer = None
-                    return
-                streams = self.open_streams
-            time.sleep(min(MAX_ANNOUNCE_INTERVAL, max(MIN_ANNOUNCE_INTERVAL, streams / wakeups)))
-            self.log.announce()
 
     def end_streams(self) -> None:
         """End every open stream (at shutdown, so waitress's threads can finish)."""
         self.closing = True
-        self.log.wake_all()
+        self.log.news.set()  # the writer ends the streams it writes
+        self.log.notify_readers()  # and those that write themselves see ``closing``
 
     def release_stream(self) -> None:
         """Give a stream slot back."""
@@ -1675,17 +1616,141 @@ def _points_from_blob(blob: bytes) -> tuple[array, array, array]:
 # --------------------------------------------------------------------------- SSE stream
 
 
+class StreamWriter:
+    """Writes every open stream from one thread: new events, heartbeats, and the end of those whose browser left.
+
+    Waitress holds a thread for each open stream. Were those threads to write their
+    own streams, each event would wake every one of them, and on 2 cores those
+    wake-ups, all wanting the GIL at once, were the cost that grew with the number
+    of dashboards and kept /health and the posts waiting. So a stream's thread writes
+    only the preamble and then sleeps until the stream ends, and this thread writes
+    through each stream's waitress task: at most every open streams / stream_writes
+    seconds (MIN_WRITE_INTERVAL to MAX_WRITE_INTERVAL), at once when events come after
+    a quiet spell, the pending events read and joined once for all the streams at the
+    same offset. A browser whose buffer is full is skipped until it drains (if the
+    log moves past it meanwhile, it gets a fresh snapshot): no stream waits for
+    another, and the writer never waits for a browser.
+    """
+
+    def __init__(self, hud: HUD):
+        self.hud = hud
+        self._lock = threading.Lock()
+        self._streams: list[EventStream] = []  # the streams this thread writes
+        self._thread: threading.Thread | None = None  # runs while any stream is open
+
+    def ensure_running(self) -> None:
+        """Start the writing thread unless it runs (called when a stream opens)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="hud-stream-writer", daemon=True)
+                self._thread.start()
+
+    def serve(self, stream: EventStream) -> None:
+        """Write ``stream`` from now on, blocking the calling (waitress) thread until the stream ends."""
+        with self._lock:
+            if self.hud.closing:
+                return
+            stream.done.acquire()  # released when this thread is done with the stream
+            self._streams.append(stream)
+        while not stream.done.acquire(timeout=WRITER_CHECK_INTERVAL):
+            self.ensure_running()  # should the writing thread ever have died, start another
+
+    def interval(self) -> float:
+        """Seconds between two passes over the open streams."""
+        per_stream = 1.0 / self.hud.settings["stream_writes"]
+        return min(MAX_WRITE_INTERVAL, max(MIN_WRITE_INTERVAL, self.hud.open_streams * per_stream))
+
+    def _run(self) -> None:
+        news = self.hud.log.news
+        housekeeping = min(DISCONNECT_POLL_INTERVAL, self.hud.settings["heartbeat_interval"])
+        while True:
+            with self._lock:
+                if self.hud.closing or (not self._streams and self.hud.open_streams == 0):
+                    self._thread = None
+                    self._end(list(self._streams))
+                    break
+            news.wait(housekeeping)  # heartbeats and closed browsers are looked at even when nothing comes
+            news.clear()  # before reading the log: an event appended from now on sets it again
+            try:
+                self._write_pass()
+            except Exception:  # never leave the streams unwritten: log it and go on with the next pass
+                log.exception("writing the open streams failed")
+            self.hud.log.notify_readers()  # streams not under our waitress server write themselves
+            time.sleep(self.interval())
+        self.hud.log.notify_readers()
+
+    def _write_pass(self) -> None:
+        """Write to every stream what it has not had yet, or a heartbeat when it has been quiet."""
+        settings = self.hud.settings
+        heartbeat, buffer_limit = settings["heartbeat_interval"], settings["stream_buffer_bytes"]
+        last = self.hud.log.last_seq
+        now = time.monotonic()
+        pending: dict[int, tuple[bytes, int]] = {}  # offset -> (bytes to write, offset after them)
+        with self._lock:
+            streams = list(self._streams)
+        ended = []
+        for stream in streams:
+            channel = stream.task.channel
+            if not channel.connected:
+                ended.append(stream)
+                continue
+            if stream.cursor < last:
+                if channel.total_outbufs_len > buffer_limit:
+                    continue  # the browser is behind: let its buffer drain first
+                if stream.cursor not in pending:
+                    pending[stream.cursor] = self._since(stream.cursor)
+                data, cursor = pending[stream.cursor]
+            elif now - stream.last_write >= heartbeat:
+                data, cursor = HEARTBEAT, stream.cursor
+            else:
+                continue
+            try:
+                stream.task.write(data)
+            except Exception as exc:  # the browser went (waitress's ClientDisconnected) or its socket failed
+                log.debug("stream ended while writing: %r", exc)
+                ended.append(stream)
+                continue
+            stream.cursor, stream.last_write = cursor, now
+        if ended:
+            with self._lock:
+                self._end(ended)
+
+    def _since(self, cursor: int) -> tuple[bytes, int]:
+        """The events after ``cursor`` as one chunk and the offset after them; the present if they were evicted."""
+        got = self.hud.log.read_after(cursor)
+        if got is None:  # fell behind the log: start again from the present
+            return self.hud.snapshot_events()
+        chunks, after = got
+        return b"".join(chunks), after
+
+    def _end(self, streams: list[EventStream]) -> None:
+        """Stop writing ``streams`` and let their threads finish them (with the lock held)."""
+        for stream in streams:
+            self._streams.remove(stream)
+            stream.done.release()
+
+
 class EventStream:
     """One browser's /stream: preamble, then the log from its own offset, with heartbeats.
 
     A WSGI iterable (not a generator) so that ``close()`` frees the slot even if
-    the server never started iterating it.
+    the server never started iterating it. Under the server ``build_server`` makes,
+    the stream's thread writes the preamble and hands the rest to the StreamWriter;
+    under another WSGI server, it writes the stream itself.
     """
 
-    def __init__(self, hud: HUD, last_event_id: str | None, client_disconnected: Callable[[], bool] | None):
+    def __init__(
+        self,
+        hud: HUD,
+        last_event_id: str | None,
+        client_disconnected: Callable[[], bool] | None,
+        task: Any = None,
+    ):
         self.hud = hud
         self.last_event_id = last_event_id
         self.client_disconnected = client_disconnected or (lambda: False)
+        self.task = task  # waitress's task for this request, when the StreamWriter may write through it
+        self.done = threading.Lock()  # held while the StreamWriter writes this stream
         self.cursor = 0
         self.started = False
         self.closed = False
@@ -1724,6 +1789,14 @@ class EventStream:
             self.started = True
             self.last_write = time.monotonic()
             return self._preamble()
+        if self.task is not None:  # waitress has written the preamble: the writer takes over
+            self.hud.writer.serve(self)
+            self.close()
+            raise StopIteration
+        return self._next_written_here()
+
+    def _next_written_here(self) -> bytes:
+        """The next chunk for a server that iterates the stream itself: wait for news, a heartbeat or the end."""
         heartbeat = self.hud.settings["heartbeat_interval"]
         while True:
             if self.closed or self.hud.closing or self.client_disconnected():
@@ -1733,7 +1806,7 @@ class EventStream:
             until_heartbeat = self.last_write + heartbeat - now
             if until_heartbeat <= 0:
                 self.last_write = now
-                return b": ping\n\n"
+                return HEARTBEAT
             pending = self.hud.log.wait_after(self.cursor, min(DISCONNECT_POLL_INTERVAL, until_heartbeat))
             if pending is None:  # fell behind the ring: start again from the present
                 snapshot, self.cursor = self.hud.snapshot_events()
@@ -2009,8 +2082,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 headers={"Retry-After": str(retry)},
             )
         try:
+            task = request.environ.get(WAITRESS_TASK_KEY)
             events = EventStream(
-                hud, request.headers.get("Last-Event-ID"), request.environ.get("waitress.client_disconnected")
+                hud,
+                request.headers.get("Last-Event-ID"),
+                request.environ.get("waitress.client_disconnected"),
+                task() if task is not None else None,
             )
             response = Response(events, mimetype="text/event-stream")
         except BaseException:
@@ -2175,12 +2252,27 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+class _StreamableTask(WSGITask):
+    """Waitress's WSGI task, handed to the app in its environ so the StreamWriter can write a stream through it."""
+
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ[WAITRESS_TASK_KEY] = weakref.ref(self)  # weak: the task keeps its environ
+        return environ
+
+
+class _HUDChannel(HTTPChannel):
+    """Waitress's HTTP channel, running requests as _StreamableTask."""
+
+    task_class = _StreamableTask
+
+
 def build_server(app: Flask, settings: dict[str, Any]):
     """A waitress server for ``app``, sized from ``settings`` (not yet running)."""
-    from waitress.server import create_server
-
-    return create_server(
+    sockets: dict = {}
+    server = create_server(
         app,
+        map=sockets,
         host=settings["host"],
         port=settings["port"],
         threads=settings["threads"],
@@ -2194,6 +2286,10 @@ def build_server(app: Flask, settings: dict[str, Any]):
         outbuf_overflow=settings["stream_buffer_bytes"],
         ident="hud",
     )
+    for listener in sockets.values():  # one per listening address
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = _HUDChannel
+    return server
 
 
 def serve(app: Flask, settings: dict[str, Any], ready: Callable[[str], None] | None = None) -> None:

@@ -60,98 +60,79 @@ def test_event_ids_carry_boot_and_sequence():
     assert chunk.startswith("id: abc-1\nevent: training_update\ndata: {}\n\n")
 
 
-def test_waiting_reader_is_woken_by_announce():
-    """A reader waiting for events wakes when new ones are announced."""
+def test_append_sets_news_for_the_stream_writer():
+    """Every append sets the log's news flag, which the stream writer waits on."""
+    log = EventLog("boot", max_events=10, max_bytes=10_000)
+    assert not log.news.is_set()
+    log.append("training_update", "1")
+    assert log.news.is_set()
+    log.news.clear()
+    log.append("vision_update", "2", supersedes=True)
+    assert log.news.is_set()
+
+
+def test_waiting_reader_is_woken_by_notify_readers():
+    """A reader waiting for events wakes when the writer notifies, and gets what came."""
     log = EventLog("boot", max_events=10, max_bytes=10_000)
     got = []
-    started = threading.Event()
 
     def reader():
-        started.set()
-        got.append(log.wait_after(0, timeout=10))
+        got.append(log.wait_after(0, timeout=60))
 
-    thread = threading.Thread(target=reader)
+    thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    started.wait(5)
+    wait_until(lambda: log._changed._waiters, 10, message="the reader waiting")
     log.append("training_update", "1")
-    log.announce()
+    log.notify_readers()
     thread.join(10)
-    assert got and got[0][1] == 1
+    assert got and got[0][1] == 1 and names(got[0][0]) == ["training_update"]
 
 
-def read_all(log: EventLog, events: int, timeouts: list[float], seed: int, seen: dict, errors: list) -> None:
-    """A reader thread: wait for events until it has ``events`` of them, each wait with a timeout from ``timeouts``."""
-    cursor, got, pick = 0, 0, random.Random(seed)
+def test_wait_after_returns_at_once_when_something_is_new():
+    """A reader behind the log does not wait: it gets the events at once, even with a long timeout."""
+    log = EventLog("boot", max_events=10, max_bytes=10_000)
+    log.append("training_update", "1")
+    log.append("training_update", "2")
+    started = time.monotonic()
+    chunks, cursor = log.wait_after(0, timeout=60)
+    assert cursor == 2 and len(chunks) == 2
+    assert time.monotonic() - started < 30  # far below the timeout: it did not wait
+
+
+def read_all(log: EventLog, events: int, seen: dict, number: int, errors: list) -> None:
+    """A reader thread: wait for events until it has ``events`` of them."""
+    cursor, got = 0, 0
     try:
         while cursor < events:
-            chunks, cursor = log.wait_after(cursor, timeout=pick.choice(timeouts))
+            chunks, cursor = log.wait_after(cursor, timeout=60)
             got += len(chunks)
     except BaseException as exc:  # reported by the caller's assertion
         errors.append(exc)
-    seen[seed] = got
+    seen[number] = got
 
 
-def test_every_waiting_reader_is_woken_by_each_announcement():
-    """Announcements reach all waiting readers (relayed from one to the next), every time.
-
-    Each event is appended only once all forty readers are waiting again, so every
-    reader must be woken by every announcement; a reader the relay missed would
-    sleep out its minute and the next wait would not see forty.
-    """
-    log = EventLog("boot", max_events=10_000, max_bytes=10_000_000)
-    readers, events, seen, errors = 40, 20, {}, []
-    threads = [
-        threading.Thread(target=read_all, args=(log, events, [60.0], n, seen, errors), daemon=True)
-        for n in range(readers)
-    ]
-    for thread in threads:
-        thread.start()
-    for number in range(events):
-        wait_until(lambda: len(log._waiting) == readers, 10, message=f"all readers waiting before event {number}")
-        log.append("training_update", str(number))
-        log.announce()
-    for thread in threads:
-        thread.join(10)
-    assert not errors
-    assert seen == dict.fromkeys(range(readers), events)
-
-
-def test_readers_timing_out_never_strand_the_others():
-    """Readers whose waits time out while the relay runs neither break it nor miss events."""
+def test_every_waiting_reader_gets_every_event():
+    """Forty readers notified after each event, some while still busy, each end with all of them."""
     log = EventLog("boot", max_events=10_000, max_bytes=10_000_000)
     readers, events, seen, errors = 40, 200, {}, []
     threads = [
-        threading.Thread(target=read_all, args=(log, events, [0.0005, 0.002, 60.0], n, seen, errors), daemon=True)
-        for n in range(readers)
+        threading.Thread(target=read_all, args=(log, events, seen, n, errors), daemon=True) for n in range(readers)
     ]
     for thread in threads:
         thread.start()
     pace = random.Random(7)
     for number in range(events):
         log.append("training_update", str(number))
-        log.announce()
         if pace.random() < 0.2:  # now and then let the readers catch up and wait again
-            wait_until(lambda: len(log._waiting) + len(log._relay) > 0, 10, message="a reader waiting")
-    deadline = time.monotonic() + 30  # a stranded reader would wait its full minute
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+            log.notify_readers()
+            wait_until(lambda: log._changed._waiters, 10, message="a reader waiting")
+    deadline = time.monotonic() + 30
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        log.notify_readers()  # as the stream writer does on every pass
+        threading.Event().wait(0.01)  # the writer's pace, not a wait for the result
     assert not errors
     assert [thread.is_alive() for thread in threads] == [False] * readers
     assert seen == dict.fromkeys(range(readers), events)
-
-
-def test_wake_all_releases_readers_waiting_without_news():
-    """At shutdown every waiting reader returns at once, with nothing new."""
-    log = EventLog("boot", max_events=10, max_bytes=10_000)
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(log.wait_after(0, 60.0)), daemon=True) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: len(log._waiting) == 5, 10, message="five readers waiting")
-    log.wake_all()
-    for thread in threads:
-        thread.join(10)
-    assert results == [([], 0)] * 5
 
 
 def test_the_latest_frame_does_not_count_against_the_byte_budget():

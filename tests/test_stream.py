@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import statistics
+import threading
 import time
 
 import pytest
 import requests
 
+import hud_server
 from helpers import SSEReader, live_updates, start_server_process, wait_until
 
 PNG_1PX = base64.b64encode(
@@ -207,6 +210,77 @@ def test_closed_dashboard_frees_its_slot_within_3_s(live_server):
     finally:
         replacement.close()
         readers[1].close()
+
+
+def read_until_snapshot_of(sock: socket.socket, step: int, timeout: float) -> dict:
+    """Read a raw /stream response until a snapshot whose state has ``global_step == step`` arrives."""
+    sock.settimeout(1.0)
+    deadline = time.monotonic() + timeout
+    partial, received = b"", 0
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        received += len(chunk)
+        *lines, partial = (partial + chunk).split(b"\n")
+        for line in lines:  # chunked framing sits between whole events, never inside a data line
+            if line.startswith(b"data: "):
+                payload = json.loads(line[6:])
+                if payload.get("snapshot") and payload["data"].get("global_step") == step:
+                    return payload
+    raise AssertionError(f"no snapshot at step {step} in {received} bytes")
+
+
+@pytest.mark.hud_settings(stream_buffer_bytes=16 * 1024, event_log_size=16)
+def test_a_stalled_dashboard_holds_back_no_one_and_then_gets_the_present(live_server):
+    """A browser that stops reading delays neither the other dashboards nor the posts; reading again, it gets the present."""
+    host, port = live_server.url.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, int(port)))
+    stalled.sendall(b"GET /stream HTTP/1.1\r\nHost: hud\r\n\r\n")
+    wait_until(lambda: live_server.hud.open_streams == 1, 10, message="the stalled stream to open")
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        assert strict_json(reader.next_named()["data"])["snapshot"] is True
+        note = "x" * 10_000
+        notes = {f"note{n}": note for n in range(10)}
+        for step in range(100):  # 10 MB: more than the kernel (4 MiB at most) and waitress (16 KiB) buffer
+            post_batch(live_server.url, [{"global_step": step, **notes}])
+            [record] = reader.next_live_updates()  # the reading dashboard gets each at once
+            assert record["data"]["global_step"] == step
+        # The stalled one fell off the 16-event log: once it reads again it is sent the present.
+        caught_up = read_until_snapshot_of(stalled, 99, timeout=30)
+        assert caught_up["data"]["note9"] == note
+    finally:
+        reader.close()
+        stalled.close()
+
+
+def test_streams_also_work_under_another_wsgi_server():
+    """Under a WSGI server other than waitress (werkzeug's), each stream writes itself and gets every event."""
+    from werkzeug.serving import make_server
+
+    app = hud_server.create_app({"session_timeout": 60.0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    reader = SSEReader(url + "/stream")
+    try:
+        assert strict_json(reader.next_named()["data"])["snapshot"] is True
+        for step in range(5):
+            post_batch(url, [{"global_step": step}])
+            [record] = reader.next_live_updates()
+            assert record["data"]["global_step"] == step
+    finally:
+        reader.close()
+        app.extensions["hud"].end_streams()
+        server.shutdown()
+        thread.join(10)
 
 
 def test_python_hud_server_serves_stream_and_posts():
