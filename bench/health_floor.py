@@ -4,7 +4,7 @@ Run: python bench/health_floor.py [--samples 500] [--json PATH]
 
 The `health` case of bench/run.py asks for /health with the stream cap reached
 while 8 HUDClient producers send 4,000 updates/s. This script measures the same
-probe (a fresh connection per GET, every 10 ms) in three set-ups, each with the
+probe (a fresh connection per GET, every 10 ms) in four set-ups, each with the
 same 8 producer processes:
 
   hud          the HUD with 32 open streams, the producers posting to it (the case itself)
