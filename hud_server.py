@@ -1675,6 +1675,7 @@ class StreamWriter:
                 self._write_pass()
             except Exception:  # never leave the streams unwritten: log it and go on with the next pass
                 log.exception("writing the open streams failed")
+                news.set()  # what this pass did not send, the next one (after the interval) sends
             self.hud.log.notify_readers()  # streams not under our waitress server write themselves
             time.sleep(self.interval())
         self.hud.log.notify_readers()

@@ -260,6 +260,32 @@ def test_a_stalled_dashboard_holds_back_no_one_and_then_gets_the_present(live_se
         stalled.close()
 
 
+def test_a_failing_write_pass_is_logged_and_the_streams_go_on(live_server, monkeypatch, caplog):
+    """Should one pass of the stream writer fail, it is logged and the next pass still delivers every event."""
+    writer = live_server.hud.writer
+    real_since, failed = writer._since, threading.Event()
+
+    def since_failing_once(cursor):
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("injected failure")
+        return real_since(cursor)
+
+    monkeypatch.setattr(writer, "_since", since_failing_once)
+    reader = SSEReader(live_server.url + "/stream")
+    try:
+        assert strict_json(reader.next_named()["data"])["snapshot"] is True
+        post_batch(live_server.url, [{"global_step": 1}])
+        [record] = reader.next_live_updates()  # the failed pass left the event pending; the next one sent it
+        assert record["data"]["global_step"] == 1 and failed.is_set()
+        post_batch(live_server.url, [{"global_step": 2}])
+        [record] = reader.next_live_updates()
+        assert record["data"]["global_step"] == 2
+    finally:
+        reader.close()
+    assert any("writing the open streams failed" in message for message in caplog.messages)
+
+
 def test_streams_also_work_under_another_wsgi_server():
     """Under a WSGI server other than waitress (werkzeug's), each stream writes itself and gets every event."""
     from werkzeug.serving import make_server
