@@ -2172,8 +2172,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/api/history")
     def history():
         names = None
-        if request.args.get("metrics"):
-            names = [name for name in request.args["metrics"].split(",") if name]
+        exact, listed = request.args.getlist("metric"), request.args.get("metrics", "")
+        if exact or listed:  # ?metric= names one metric whole (commas and all); ?metrics= is a comma list
+            names = [*exact, *(name for name in listed.split(",") if name)]
         since = None
         if request.args.get("since") not in (None, ""):
             try:

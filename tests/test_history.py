@@ -120,6 +120,17 @@ def test_api_history_chooses_metrics_and_since(client):
     assert body["metrics"]["a"]["steps"] == [7, 8, 9]
 
 
+def test_api_history_metric_names_one_metric_whole(client):
+    """?metric= takes a name whole, commas and all, and may repeat; ?metrics=, asks for no metric at all."""
+    post_batch(client, [{"global_step": step, "reward (a,b)": step, "a": 1, "b": 2, "c": 3} for step in range(5)])
+    body = client.get("/api/history", query_string=[("metric", "reward (a,b)"), ("metric", "c")]).get_json()
+    assert list(body["metrics"]) == ["reward (a,b)", "c"]
+    assert body["metrics"]["reward (a,b)"]["values"] == [0, 1, 2, 3, 4]
+    both = client.get("/api/history", query_string=[("metric", "c"), ("metrics", "a")]).get_json()
+    assert sorted(both["metrics"]) == ["a", "c"]
+    assert client.get("/api/history?metrics=,").get_json()["metrics"] == {}
+
+
 def test_api_history_bad_since_is_400(client):
     """A non-numeric since is a 400 JSON error."""
     response = client.get("/api/history?since=yesterday")

@@ -17,10 +17,10 @@ export const HISTORY_URL = "/api/history";
 export const LOAD_RETRY_MS = 2000;       // wait before fetching a failed load again
 export const MAX_BUFFERED_EVENTS = 20000; // live update records kept per load in flight (oldest dropped past it)
 
-/** The history URL for exactly `names` (none at all for an empty list: "," names no metric). */
+/** The history URL for exactly `names`, each whole (commas and all); none at all for an empty list. */
 export function historyUrl(names) {
-  const list = names.length ? names.map(encodeURIComponent).join(",") : ",";
-  return `${HISTORY_URL}?metrics=${list}`;
+  if (!names.length) return `${HISTORY_URL}?metrics=,`; // "," names no metric
+  return `${HISTORY_URL}?${names.map((name) => `metric=${encodeURIComponent(name)}`).join("&")}`;
 }
 
 /** Fetch JSON from `url`, failing on a non-2xx status. */

@@ -335,6 +335,20 @@ def test_add_and_remove_charts_survive_reload(page, page_problems, live_server):
     page_problems.assert_none()
 
 
+def test_a_chart_of_a_metric_with_a_comma_in_its_name_gets_its_history(page, page_problems, live_server):
+    """A metric named with a comma, charted after 30 updates, starts from all 30 of them (its name is not split)."""
+    wait_connected(page)
+    name = "reward (a,b)"
+    post_batch(live_server, [{"global_step": s, name: s / 2} for s in range(30)])
+    row = metric_row(page, name)
+    expect(row.locator("td")).to_have_text("14.5", timeout=TIMEOUT_MS)
+    row.locator("td").click()
+    expect(chart_card(page, name)).to_be_visible(timeout=TIMEOUT_MS)
+    wait_points(page, name, 30)  # seeded from /api/history
+    assert charts(page, "data", name)["raw"] == [s / 2 for s in range(30)]
+    page_problems.assert_none()
+
+
 def test_suggestion_log_and_episodes_fill_from_history_and_live(open_page, page_problems, live_server):
     """The suggestion log and episodes table start from /api/history and grow with live updates, newest first."""
     post_batch(
