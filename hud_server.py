@@ -899,13 +899,41 @@ class SeriesHistory:
         return steps, walls, values
 
     def points(self, since: float | None = None) -> tuple[list, list, list]:
-        """Steps, wall times and values in arrival order as lists (only steps >= ``since`` if given)."""
+        """Steps, wall times and values in arrival order as lists (only steps >= ``since`` if given).
+
+        Where the steps went back (training resumed from a checkpoint), the points
+        the resumed run redoes are left out (see :func:`_not_rewound`).
+        """
         columns = self.columns()
-        if since is None:
+        keep = _not_rewound(columns[0])
+        if since is not None:
+            at_since = [step >= since for step in columns[0]]
+            keep = at_since if keep is None else list(map(operator.and_, keep, at_since))
+        if keep is None:
             return columns[0].tolist(), columns[1].tolist(), columns[2].tolist()
-        keep = [step >= since for step in columns[0]]
         steps, walls, values = (list(itertools.compress(column, keep)) for column in columns)
         return steps, walls, values
+
+
+def _not_rewound(steps: array) -> list[bool] | None:
+    """Which points survive the rewinds after them; None when the steps never go back.
+
+    A point whose step is below the one before it is a rewind (training resumed
+    from a checkpoint), and it supersedes every earlier point at its step or past
+    it, as TensorBoard purges them. Equal steps in a row are no rewind: updates
+    without a step of their own share the latest one.
+    """
+    if all(map(operator.le, steps, itertools.islice(steps, 1, None))):  # the usual case, at C speed
+        return None
+    keep = [True] * len(steps)
+    cut = math.inf  # the lowest step of a rewind after the current point
+    for index in range(len(steps) - 1, -1, -1):
+        step = steps[index]
+        if step >= cut:
+            keep[index] = False
+        if index and step < steps[index - 1]:
+            cut = min(cut, step)
+    return keep
 
 
 def _metric_names(data: dict, prefix: str = "") -> Iterable[str]:

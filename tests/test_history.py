@@ -131,6 +131,20 @@ def test_api_history_metric_names_one_metric_whole(client):
     assert client.get("/api/history?metrics=,").get_json()["metrics"] == {}
 
 
+def test_history_leaves_out_what_a_resumed_run_redid(client):
+    """Steps going back (training resumed from a checkpoint) supersede the old run's points from there on."""
+    post_batch(client, [{"global_step": step, "loss": 1.0} for step in range(10)])
+    post_batch(client, [{"global_step": step, "loss": 2.0} for step in range(6, 12)])
+    loss = client.get("/api/history?metrics=loss").get_json()["metrics"]["loss"]
+    assert loss["steps"] == list(range(12))
+    assert loss["values"] == [1.0] * 6 + [2.0] * 6
+    since = client.get("/api/history?metrics=loss&since=5").get_json()["metrics"]["loss"]
+    assert since["steps"] == list(range(5, 12)) and since["values"] == [1.0] + [2.0] * 6
+    post_batch(client, [{"global_step": 3, "loss": 3.0}, {"loss": 4.0}])  # no step: the latest one, 3 again
+    loss = client.get("/api/history?metrics=loss").get_json()["metrics"]["loss"]
+    assert loss["steps"] == [0, 1, 2, 3, 3] and loss["values"] == [1.0, 1.0, 1.0, 3.0, 4.0]
+
+
 def test_api_history_bad_since_is_400(client):
     """A non-numeric since is a 400 JSON error."""
     response = client.get("/api/history?since=yesterday")

@@ -335,10 +335,16 @@ class ReferenceSeries:
         self.count += 1
 
     def points(self, since: float | None = None) -> tuple[list, list, list]:
-        """Steps, walls and values shown, oldest first (only steps >= ``since`` if given)."""
+        """Steps, walls and values shown, oldest first, less what a resumed run redid (only steps >= ``since``)."""
         first_recent = self.recent[0][0] if self.recent else self.count
-        shown = [point for arrival, point in self.overview if arrival < first_recent]
-        shown += [point for _, point in self.recent]
+        kept = [point for arrival, point in self.overview if arrival < first_recent]
+        kept += [point for _, point in self.recent]
+        shown, previous = [], None
+        for point in kept:  # a step below the one kept before it supersedes those at or past it (a resumed run)
+            if previous is not None and point[0] < previous:
+                shown = [old for old in shown if old[0] < point[0]]
+            shown.append(point)
+            previous = point[0]
         if since is not None:
             shown = [point for point in shown if point[0] >= since]
         return [p[0] for p in shown], [p[1] for p in shown], [p[2] for p in shown]
@@ -413,7 +419,8 @@ def test_recording_a_batch_gives_the_series_of_recording_each_update(max_metrics
         for update, step in batch:
             reference_record(expected, max_metrics, update, step, float(wall))
     assert list(history.series) == list(expected)
-    assert {name: series.points() for name, series in history.series.items()} == expected
+    recorded = {name: tuple(column.tolist() for column in series.columns()) for name, series in history.series.items()}
+    assert recorded == expected
 
 
 #: Small values of every JSON type (the types check_update tells apart); NaN and infinity too.

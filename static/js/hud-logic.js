@@ -300,8 +300,10 @@ export class SeriesBuffer {
     return this.xs.length;
   }
 
-  /** Append one point. */
+  /** Append one point; a step below the last drops the points the resumed run redoes (see rewind). */
   push(x, y) {
+    const n = this.xs.length;
+    if (n && x < this.xs[n - 1]) this.rewind(x);
     this.xs.push(x);
     this.ys.push(y);
     if (this.xs.length > this.cap) this.thin();
@@ -313,6 +315,23 @@ export class SeriesBuffer {
     this.xs = Array.from(xs.slice(0, n));
     this.ys = Array.from(ys.slice(0, n));
     while (this.xs.length > this.cap) this.thin();
+  }
+
+  /**
+   * Drop the points at step `x` and past it: training resumed from an earlier
+   * checkpoint redoes them (TensorBoard purges them the same way; so does the
+   * server's history). The steps in a buffer never decrease: the cut is bisected.
+   */
+  rewind(x) {
+    let lo = 0;
+    let hi = this.xs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.xs[mid] >= x) hi = mid;
+      else lo = mid + 1;
+    }
+    this.xs.length = lo;
+    this.ys.length = lo;
   }
 
   /** Drop every point. */

@@ -349,6 +349,26 @@ def test_a_chart_of_a_metric_with_a_comma_in_its_name_gets_its_history(page, pag
     page_problems.assert_none()
 
 
+def test_a_resumed_run_replaces_the_steps_it_redoes(page, page_problems, live_server):
+    """Training resumed from an earlier checkpoint: the chart drops the old points from there, live and after reload."""
+    wait_connected(page)
+    post_batch(live_server, [{"global_step": s, "episode_reward": 1.0} for s in range(50)])
+    wait_points(page, "episode_reward", 50)
+    post_batch(live_server, [{"global_step": s, "episode_reward": 2.0} for s in range(30, 40)])
+    wait_points(page, "episode_reward", 40)
+    expected = {"x": list(range(40)), "raw": [1.0] * 30 + [2.0] * 10}
+
+    def drawn():
+        data = charts(page, "data", "episode_reward")
+        return {"x": data["x"], "raw": data["raw"]}
+
+    assert drawn() == expected
+    reload(page, page_problems)
+    wait_points(page, "episode_reward", 40)  # from /api/history, which leaves out the same points
+    assert drawn() == expected
+    page_problems.assert_none()
+
+
 def test_suggestion_log_and_episodes_fill_from_history_and_live(open_page, page_problems, live_server):
     """The suggestion log and episodes table start from /api/history and grow with live updates, newest first."""
     post_batch(
@@ -484,7 +504,15 @@ CHART_LOGIC = """async () => {
   const m = await import('/static/js/hud-logic.js');
   const buffer = new m.SeriesBuffer(8);
   for (let i = 0; i < 100; i += 1) buffer.push(i, i * 2);
+  const resumed = new m.SeriesBuffer(100);
+  for (const [x, y] of [[0, 0], [1, 1], [2, 2], [2, 2.5], [3, 3], [4, 4], [2, 20], [3, 30]]) {
+    resumed.push(x, y);
+  }
+  const same = new m.SeriesBuffer(10);
+  for (const y of [1, 2, 3]) same.push(5, y);
   return {
+    resumed: [resumed.xs, resumed.ys],
+    same: [same.xs, same.ys],
     ema: m.emaSmooth([1, 2, 3], 0.5),
     raw: m.emaSmooth([1, 5, 2], 0),
     constant: m.emaSmooth([0.1, 0.1, 0.1], 0.9),
@@ -500,7 +528,7 @@ CHART_LOGIC = """async () => {
 
 
 def test_chart_logic_module(page):
-    """hud-logic.js smooths like TensorBoard, caps series keeping first and latest points, reads event ids."""
+    """hud-logic.js smooths like TensorBoard, caps series keeping first and latest points, rewinds, reads event ids."""
     result = page.evaluate(CHART_LOGIC)
     assert result["ema"] == pytest.approx([1.0, 5 / 3, 2.125 / 0.875])
     assert result["raw"] == [1, 5, 2]
@@ -510,6 +538,9 @@ def test_chart_logic_module(page):
     assert result["bufferLength"] <= 8
     assert (result["bufferFirst"], result["bufferLast"]) == (0, 99)
     assert result["bufferYs"]
+    # A step going back (a resumed checkpoint) drops the points at or past it; equal steps in a row stay.
+    assert result["resumed"] == [[0, 1, 2, 3], [0, 1, 20, 30]]
+    assert result["same"] == [[5, 5, 5], [1, 2, 3]]
     assert result["leaves"] == [["a", 1], ["b.c", 2.5]]
     assert result["ids"] == [{"boot": "ab-cd", "seq": 12}, None, None]
     assert result["ticks"] == ["1.5K", "0.25", "0"]
