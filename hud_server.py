@@ -1644,6 +1644,14 @@ def _points_from_blob(blob: bytes) -> tuple[array, array, array]:
 # --------------------------------------------------------------------------- SSE stream
 
 
+def _chunk_or_present(hud: HUD, got: tuple[list[bytes], int] | None) -> tuple[bytes, int]:
+    """Events read from the log as one chunk and the offset after them; the present if the log no longer had them."""
+    if got is None:  # the reader fell behind the log: start again from the present
+        return hud.snapshot_events()
+    chunks, after = got
+    return b"".join(chunks), after
+
+
 class StreamWriter:
     """Writes every open stream from one thread: new events, heartbeats, and the end of those whose browser left.
 
@@ -1727,7 +1735,7 @@ class StreamWriter:
                 if channel.total_outbufs_len > buffer_limit:
                     continue  # the browser is behind: let its buffer drain first
                 if stream.cursor not in pending:
-                    pending[stream.cursor] = self._since(stream.cursor)
+                    pending[stream.cursor] = _chunk_or_present(self.hud, self.hud.log.read_after(stream.cursor))
                 data, cursor = pending[stream.cursor]
             elif now - stream.last_write >= heartbeat:
                 data, cursor = HEARTBEAT, stream.cursor
@@ -1743,14 +1751,6 @@ class StreamWriter:
         if ended:
             with self._lock:
                 self._end(ended)
-
-    def _since(self, cursor: int) -> tuple[bytes, int]:
-        """The events after ``cursor`` as one chunk and the offset after them; the present if they were evicted."""
-        got = self.hud.log.read_after(cursor)
-        if got is None:  # fell behind the log: start again from the present
-            return self.hud.snapshot_events()
-        chunks, after = got
-        return b"".join(chunks), after
 
     def _end(self, streams: list[EventStream]) -> None:
         """Stop writing ``streams`` and let their threads finish them (with the lock held)."""
@@ -1837,14 +1837,10 @@ class EventStream:
                 self.last_write = now
                 return HEARTBEAT
             pending = self.hud.log.wait_after(self.cursor, min(DISCONNECT_POLL_INTERVAL, until_heartbeat))
-            if pending is None:  # fell behind the ring: start again from the present
-                snapshot, self.cursor = self.hud.snapshot_events()
+            if pending is None or pending[0]:
+                data, self.cursor = _chunk_or_present(self.hud, pending)
                 self.last_write = time.monotonic()
-                return snapshot
-            chunks, self.cursor = pending
-            if chunks:
-                self.last_write = time.monotonic()
-                return b"".join(chunks)
+                return data
 
     def close(self) -> None:
         """Free this stream's slot (called by the WSGI server when the browser goes)."""

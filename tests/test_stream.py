@@ -262,16 +262,15 @@ def test_a_stalled_dashboard_holds_back_no_one_and_then_gets_the_present(live_se
 
 def test_a_failing_write_pass_is_logged_and_the_streams_go_on(live_server, monkeypatch, caplog):
     """Should one pass of the stream writer fail, it is logged and the next pass still delivers every event."""
-    writer = live_server.hud.writer
-    real_since, failed = writer._since, threading.Event()
+    real_chunk, failed = hud_server._chunk_or_present, threading.Event()
 
-    def since_failing_once(cursor):
+    def chunk_failing_once(hud, got):
         if not failed.is_set():
             failed.set()
             raise RuntimeError("injected failure")
-        return real_since(cursor)
+        return real_chunk(hud, got)
 
-    monkeypatch.setattr(writer, "_since", since_failing_once)
+    monkeypatch.setattr(hud_server, "_chunk_or_present", chunk_failing_once)
     reader = SSEReader(live_server.url + "/stream")
     try:
         assert strict_json(reader.next_named()["data"])["snapshot"] is True
